@@ -1,0 +1,254 @@
+"""The one configuration file, ``params.yaml``: its schema, loading and validation.
+
+``params.yaml`` is at once Snakemake's configfile and DVC's params file. It has one section per
+stage (``prepare``, ``train``, ``evaluate``), a ``methods`` table (each compared method is data:
+architecture + attention block + objective), a ``pipeline`` section that says which methods and
+seeds the DAG expands over, and a ``tracking`` section for MLflow. Every stage validates the
+whole file before it does any work: an unknown key, a wrong type or an out-of-range value stops
+it with a :class:`ParamsError` that names the file, the key and what is accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sibnet.data.phantom import DEFAULT_LESION_CONTRAST, DEFAULT_NOISE_STD, FINDINGS
+
+__all__ = [
+    "EvaluateParams",
+    "MethodParams",
+    "Params",
+    "ParamsError",
+    "PhantomParams",
+    "PipelineParams",
+    "PrepareParams",
+    "SplitParams",
+    "TrackingParams",
+    "TrainParams",
+    "load_params",
+    "read_yaml",
+    "validate_params",
+]
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=64)]
+"""Names used in paths and stage names: a letter, then letters, digits or underscores."""
+
+
+class ParamsError(ValueError):
+    """``params.yaml`` is missing, unreadable or invalid; the message names the key at fault."""
+
+
+class _Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are never coerced silently."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class PhantomParams(_Section):
+    """Options of the built-in phantom dataset (see :func:`sibnet.data.phantom.make_phantom`)."""
+
+    n_images: int = Field(3000, ge=10, le=1_000_000)
+    size: int = Field(128, ge=32, le=1024)
+    seed: int = Field(0, ge=0)
+    mode: Literal["multiclass", "multilabel"] = "multiclass"
+    findings: list[str] = Field(
+        default_factory=lambda: ["nodule", "effusion", "cardiomegaly", "consolidation"],
+        min_length=1,
+    )
+    prevalence: float = Field(0.3, gt=0.0, lt=1.0)
+    lesion_contrast: float = Field(DEFAULT_LESION_CONTRAST, ge=0.0)
+    noise_std: float = Field(DEFAULT_NOISE_STD, ge=0.0)
+    shortcut_class: str | None = None
+    shortcut_rate: float = Field(0.9, ge=0.0, le=1.0)
+
+    @field_validator("findings")
+    @classmethod
+    def _known_findings(cls, findings: list[str]) -> list[str]:
+        unknown = [f for f in findings if f not in FINDINGS]
+        if unknown:
+            raise ValueError(f"unknown finding(s) {unknown}; accepted: {list(FINDINGS)}")
+        if len(set(findings)) != len(findings):
+            raise ValueError(f"findings must not repeat, got {findings}")
+        return findings
+
+
+class SplitParams(_Section):
+    """Fractions of images (of patients, where patient ids exist) for validation and test."""
+
+    val: float = Field(0.15, gt=0.0, lt=1.0)
+    test: float = Field(0.2, gt=0.0, lt=1.0)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self) -> SplitParams:
+        if self.val + self.test >= 0.9:
+            raise ValueError(
+                f"val + test = {self.val + self.test:g} leaves too little for training; "
+                "accepted: val + test < 0.9"
+            )
+        return self
+
+
+class PrepareParams(_Section):
+    """The ``prepare`` stage: which dataset, from which source, split how."""
+
+    dataset: Name = "phantom"
+    source: Literal["phantom"] = "phantom"
+    phantom: PhantomParams = Field(default_factory=PhantomParams)
+    split: SplitParams = Field(default_factory=SplitParams)
+    shard_size: int = Field(1024, ge=1, le=1_000_000)
+
+
+class MethodParams(_Section):
+    """One compared method: network architecture + attention block + training objective."""
+
+    architecture: Literal["resnet10_small", "resnet18", "densenet121"] = "resnet10_small"
+    attention: Literal["none"] = "none"
+    objective: Literal["cross_entropy"] = "cross_entropy"
+
+
+class TrainParams(_Section):
+    """The ``train`` stage: optimisation settings shared by every method and seed."""
+
+    epochs: int = Field(8, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=65_536)
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
+    class_weights: bool = False
+    num_workers: int = Field(0, ge=0, le=64)
+    threads: int = Field(2, ge=1, le=256)
+
+
+class EvaluateParams(_Section):
+    """The ``evaluate`` stage: bootstrap confidence intervals and decision threshold."""
+
+    bootstrap: int = Field(1000, ge=0, le=100_000)
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    seed: int = Field(0, ge=0)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    threads: int = Field(2, ge=1, le=256)
+
+
+class PipelineParams(_Section):
+    """What the DAG expands over: every listed method is trained once per seed."""
+
+    methods: list[Name] = Field(default_factory=lambda: ["baseline"], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("methods", "seeds")
+    @classmethod
+    def _unique(cls, values: list[Any]) -> list[Any]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"entries must not repeat, got {values}")
+        return values
+
+
+class TrackingParams(_Section):
+    """MLflow settings. The store itself comes from ``MLFLOW_TRACKING_URI`` or the local default."""
+
+    experiment: Annotated[str, Field(min_length=1, max_length=200)] = "sibnet"
+    enabled: bool = True
+
+
+class Params(_Section):
+    """The whole of ``params.yaml``."""
+
+    prepare: PrepareParams = Field(default_factory=PrepareParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    methods: dict[Name, MethodParams] = Field(default_factory=lambda: {"baseline": MethodParams()})
+    pipeline: PipelineParams = Field(default_factory=PipelineParams)
+    tracking: TrackingParams = Field(default_factory=TrackingParams)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Params:
+        missing = [m for m in self.pipeline.methods if m not in self.methods]
+        if missing:
+            raise ValueError(
+                f"pipeline.methods names {missing}, which the methods table does not define; "
+                f"defined: {sorted(self.methods)}"
+            )
+        phantom = self.prepare.phantom
+        if phantom.shortcut_class is not None:
+            classes = (["normal"] if phantom.mode == "multiclass" else []) + phantom.findings
+            if phantom.shortcut_class not in classes:
+                raise ValueError(
+                    f"prepare.phantom.shortcut_class = {phantom.shortcut_class!r} is not a class "
+                    f"of this dataset; accepted: {classes} or null"
+                )
+        return self
+
+    def method(self, name: str) -> MethodParams:
+        """The method called ``name``; a :class:`ParamsError` lists the defined ones."""
+        if name not in self.methods:
+            raise ParamsError(f"unknown method {name!r}; params define {sorted(self.methods)}")
+        return self.methods[name]
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-3`` as a float (YAML 1.2) as DVC and most users do."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file with :class:`_Yaml12Loader`; a :class:`ParamsError` names a bad file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    try:
+        return yaml.load(text, Loader=_Yaml12Loader)
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+
+
+def _format_error(source: str, error: ValidationError) -> str:
+    lines = [f"{source}: invalid parameters ({error.error_count()} problem(s)):"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key; check its spelling against the documented params"
+        elif "input" in item and item["type"] != "missing":
+            message = f"{message} (got {item['input']!r})"
+        lines.append(f"  - {key}: {message}")
+    return "\n".join(lines)
+
+
+def validate_params(raw: Any, source: str = "params") -> Params:
+    """Validate a parsed params mapping; raise :class:`ParamsError` naming every bad key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(_format_error(source, error)) from None
+
+
+def load_params(path: str | Path) -> Params:
+    """Read and validate a params file (YAML).
+
+    Args:
+        path: the params file, normally ``params.yaml`` at the repository root.
+
+    Returns:
+        The validated, immutable parameters.
+
+    Raises:
+        ParamsError: the file is missing, is not YAML, or holds an invalid value.
+    """
+    path = Path(path)
+    raw = read_yaml(path)
+    return validate_params(raw if raw is not None else {}, source=str(path))

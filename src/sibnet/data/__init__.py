@@ -1,0 +1,1 @@
+"""Datasets: the built-in phantom, adapters for real sources, the prepared layout, splits."""

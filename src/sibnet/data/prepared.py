@@ -1,0 +1,418 @@
+"""The prepared-dataset layout every adapter writes and every later stage reads.
+
+A prepared dataset is one folder::
+
+    <dataset>/
+      dataset.json                   what it is: task, classes, organs, image size, shards + hashes
+      manifest.parquet               one row per image (see MANIFEST_COLUMNS)
+      images/shard-00000.npy         (n, 1, H, W) uint8, memory-mappable
+      lesion_masks/shard-00000.npy   (n, C, H, ⌈W/8⌉) uint8: per-class lesion masks (saliency truth)
+      organ_masks/shard-00000.npy    (n, K, H, ⌈W/8⌉) uint8: organ masks (segmentation targets)
+
+Images are stored as 8-bit grey levels (like a PNG export) and read back as float32 in [0, 1].
+Masks are stored bit-packed along the last axis (``numpy.packbits``; 8× smaller, mostly empty)
+and read back as bool ``(n, C, H, W)``.
+Mask shards exist only when the source has masks; a row's ``has_*_masks`` flag says whether its
+masks are annotated. :meth:`PreparedDataset.open` checks that manifest, ``dataset.json`` and the
+arrays agree (and, with ``verify``, that every shard still has its recorded SHA-256) and names
+the file and row at fault otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from sibnet.data.splits import SPLITS
+from sibnet.files import sha256_bytes, sha256_file, write_json
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST_COLUMNS",
+    "PreparedDataset",
+    "PreparedError",
+    "PreparedImages",
+    "PreparedWriter",
+]
+
+FORMAT = "sibnet-prepared/1"
+MANIFEST_COLUMNS: dict[str, str] = {
+    "id": "unique image id",
+    "split": "train, val or test",
+    "patient_id": "patient the image belongs to (splits never divide a patient)",
+    "labels": "list of 0/1 per class, in dataset.json's class order",
+    "shard": "shard number of the image and its masks",
+    "row": "row inside the shard",
+    "has_lesion_masks": "whether the per-class lesion masks are annotated",
+    "has_organ_masks": "whether the organ masks are annotated",
+    "source": "where the image came from (relative path or generator coordinates)",
+    "content_hash": "SHA-256 of the stored image and mask bytes",
+}
+_ARRAYS = ("images", "lesion_masks", "organ_masks")
+
+
+class PreparedError(ValueError):
+    """A prepared dataset is missing, incomplete or inconsistent; the message names the file."""
+
+
+def _to_uint8(images: np.ndarray) -> np.ndarray:
+    """``(n, 1, H, W)`` float in [0, 1] → uint8 grey levels (round half to even)."""
+    return np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class PreparedWriter:
+    """Write a prepared dataset shard by shard (bounded memory), then its manifest.
+
+    Call :meth:`add` with consecutive batches, then :meth:`close`. The writer writes into
+    ``root`` directly: callers wrap it in :func:`sibnet.files.atomic_dir`.
+    """
+
+    root: Path
+    name: str
+    task: str
+    classes: Sequence[str]
+    organs: Sequence[str]
+    image_size: tuple[int, int]
+    shard_size: int
+    source: dict[str, Any] = field(default_factory=dict)
+    _rows: list[pd.DataFrame] = field(default_factory=list, init=False)
+    _shards: list[dict[str, Any]] = field(default_factory=list, init=False)
+    _pending: list[dict[str, Any]] = field(default_factory=list, init=False)
+    _pending_rows: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.task not in ("multiclass", "multilabel"):
+            raise ValueError(f"task must be 'multiclass' or 'multilabel', got {self.task!r}")
+        self.root = Path(self.root)
+
+    def add(
+        self,
+        *,
+        images: np.ndarray,
+        labels: np.ndarray,
+        ids: Sequence[str],
+        splits: Sequence[str],
+        patient_ids: Sequence[str],
+        sources: Sequence[str],
+        lesion_masks: np.ndarray | None = None,
+        organ_masks: np.ndarray | None = None,
+        extra: dict[str, Sequence[Any]] | None = None,
+    ) -> None:
+        """Queue a batch of images.
+
+        Args:
+            images: ``(n, 1, H, W)`` float in [0, 1].
+            labels: ``(n, C)`` 0/1.
+            ids, splits, patient_ids, sources: ``n`` strings each.
+            lesion_masks: ``(n, C, H, W)`` bool or ``None``.
+            organ_masks: ``(n, K, H, W)`` bool or ``None``.
+            extra: further manifest columns, ``n`` values each.
+        """
+        n = len(images)
+        expected = (n, 1, *self.image_size)
+        if images.shape != expected:
+            raise ValueError(f"images must have shape {expected}, got {images.shape}")
+        if labels.shape != (n, len(self.classes)):
+            raise ValueError(f"labels must have shape {(n, len(self.classes))}, got {labels.shape}")
+        batch = {
+            "images": _to_uint8(images),
+            "lesion_masks": None if lesion_masks is None else lesion_masks.astype(bool),
+            "organ_masks": None if organ_masks is None else organ_masks.astype(bool),
+            "columns": {
+                "id": list(ids),
+                "split": list(splits),
+                "patient_id": list(patient_ids),
+                "labels": [row.astype(np.int8).tolist() for row in labels],
+                "source": list(sources),
+                **(extra or {}),
+            },
+        }
+        self._pending.append(batch)
+        self._pending_rows += n
+        while self._pending_rows >= self.shard_size:
+            self._flush(self.shard_size)
+
+    def _flush(self, n: int) -> None:
+        """Write the first ``n`` pending rows as one shard; keep the rest pending."""
+        merged: dict[str, Any] = {
+            key: None
+            if any(b[key] is None for b in self._pending)
+            else np.concatenate([b[key] for b in self._pending])
+            for key in _ARRAYS
+        }
+        columns = {
+            key: [value for b in self._pending for value in b["columns"][key]]
+            for key in self._pending[0]["columns"]
+        }
+        self._write_shard(
+            {key: None if a is None else a[:n] for key, a in merged.items()},
+            {key: values[:n] for key, values in columns.items()},
+        )
+        self._pending_rows -= n
+        self._pending = []
+        if self._pending_rows:
+            rest = {key: None if a is None else a[n:] for key, a in merged.items()}
+            rest["columns"] = {key: values[n:] for key, values in columns.items()}
+            self._pending = [rest]
+
+    def _write_shard(self, arrays: dict[str, np.ndarray | None], columns: dict[str, list]) -> None:
+        index = len(self._shards)
+        shard: dict[str, Any] = {"rows": len(arrays["images"])}
+        arrays = {
+            key: a if a is None or key == "images" else np.packbits(a, axis=-1)
+            for key, a in arrays.items()
+        }
+        for key, array in arrays.items():
+            if array is None:
+                continue
+            relative = f"{key}/shard-{index:05d}.npy"
+            (self.root / key).mkdir(parents=True, exist_ok=True)
+            np.save(self.root / relative, np.ascontiguousarray(array), allow_pickle=False)
+            shard[key] = {"path": relative, "sha256": sha256_file(self.root / relative)}
+        self._shards.append(shard)
+        frame = pd.DataFrame(columns)
+        frame["shard"] = np.int32(index)
+        frame["row"] = np.arange(shard["rows"], dtype=np.int32)
+        frame["has_lesion_masks"] = arrays["lesion_masks"] is not None
+        frame["has_organ_masks"] = arrays["organ_masks"] is not None
+        frame["content_hash"] = [
+            sha256_bytes(*(arrays[k][i].tobytes() for k in _ARRAYS if arrays[k] is not None))
+            for i in range(shard["rows"])
+        ]
+        self._rows.append(frame)
+
+    def close(self) -> pd.DataFrame:
+        """Write the last shard, ``manifest.parquet`` and ``dataset.json``; return the manifest."""
+        if self._pending_rows:
+            self._flush(self._pending_rows)
+        if not self._rows:
+            raise ValueError("no images were added")
+        manifest = pd.concat(self._rows, ignore_index=True)
+        first = ["id", "split", "patient_id", "labels", "shard", "row"]
+        manifest = manifest[first + [c for c in manifest.columns if c not in first]]
+        table = pa.Table.from_pandas(manifest, preserve_index=False)
+        table = table.set_column(
+            table.schema.get_field_index("labels"),
+            "labels",
+            pa.array(manifest["labels"].tolist(), type=pa.list_(pa.int8())),
+        )
+        pq.write_table(table, self.root / "manifest.parquet", compression="zstd")
+        counts = manifest.groupby("split").size().to_dict()
+        write_json(
+            self.root / "dataset.json",
+            {
+                "format": FORMAT,
+                "name": self.name,
+                "task": self.task,
+                "classes": list(self.classes),
+                "organs": list(self.organs),
+                "image_size": list(self.image_size),
+                "channels": 1,
+                "image_dtype": "uint8",
+                "mask_encoding": "packbits(axis=-1)",
+                "num_images": len(manifest),
+                "split_counts": {s: int(counts.get(s, 0)) for s in SPLITS},
+                "shards": self._shards,
+                "manifest_sha256": sha256_file(self.root / "manifest.parquet"),
+                "source": self.source,
+            },
+        )
+        return manifest
+
+
+class PreparedDataset:
+    """A validated, memory-mapped prepared dataset (see the module docstring for the layout)."""
+
+    def __init__(self, root: Path, meta: dict[str, Any], manifest: pd.DataFrame) -> None:
+        self.root = root
+        self.meta = meta
+        self.manifest = manifest
+        self.classes: list[str] = list(meta["classes"])
+        self.organs: list[str] = list(meta["organs"])
+        self.task: str = meta["task"]
+        self.image_size: tuple[int, int] = tuple(meta["image_size"])  # type: ignore[assignment]
+        self.labels = np.array(manifest["labels"].tolist(), dtype=np.int8).reshape(
+            len(manifest), len(self.classes)
+        )
+        self._shard = manifest["shard"].to_numpy()
+        self._row = manifest["row"].to_numpy()
+        self._arrays: dict[str, list[np.ndarray]] = {key: [] for key in _ARRAYS}
+        for shard in meta["shards"]:
+            for key in _ARRAYS:
+                if key in shard:
+                    self._arrays[key].append(np.load(root / shard[key]["path"], mmap_mode="r"))
+
+    @classmethod
+    def open(cls, root: str | Path, *, verify: bool = True) -> PreparedDataset:
+        """Open and check a prepared dataset.
+
+        Args:
+            root: the dataset folder (``data/prepared/<dataset>``).
+            verify: also re-hash every shard and the manifest against ``dataset.json``.
+
+        Raises:
+            PreparedError: a file is missing, or manifest, metadata and arrays disagree.
+        """
+        root = Path(root)
+        meta_path = root / "dataset.json"
+        if not meta_path.is_file():
+            raise PreparedError(
+                f"{meta_path}: not found; {root} is not a prepared dataset (run `sibnet prepare`)"
+            )
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise PreparedError(f"{meta_path}: not valid JSON: {error}") from None
+        if meta.get("format") != FORMAT:
+            raise PreparedError(
+                f"{meta_path}: format {meta.get('format')!r} is not supported; expected {FORMAT!r}"
+            )
+        manifest_path = root / "manifest.parquet"
+        if not manifest_path.is_file():
+            raise PreparedError(f"{manifest_path}: not found")
+        if verify and sha256_file(manifest_path) != meta["manifest_sha256"]:
+            raise PreparedError(f"{manifest_path}: content differs from the hash in {meta_path}")
+        manifest = pq.read_table(manifest_path).to_pandas()
+        _check_manifest(root, meta, manifest)
+        _check_shards(root, meta, verify=verify)
+        return cls(root, meta, manifest)
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def indices(self, split: str) -> np.ndarray:
+        """Manifest row numbers of one split, in manifest order."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; accepted: {list(SPLITS)}")
+        return np.flatnonzero(self.manifest["split"].to_numpy() == split)
+
+    def _gather(self, key: str, rows: np.ndarray) -> np.ndarray:
+        if not self._arrays[key]:
+            raise PreparedError(f"{self.root}: this dataset has no {key.replace('_', ' ')}")
+        arrays = self._arrays[key]
+        return np.stack([arrays[self._shard[i]][self._row[i]] for i in rows])
+
+    def images(self, rows: np.ndarray) -> np.ndarray:
+        """``(n, 1, H, W)`` float32 images in [0, 1] for manifest rows ``rows``."""
+        return self._gather("images", np.asarray(rows)).astype(np.float32) / 255.0
+
+    def lesion_masks(self, rows: np.ndarray) -> np.ndarray:
+        """``(n, C, H, W)`` bool lesion masks for manifest rows ``rows``."""
+        return self._unpack(self._gather("lesion_masks", np.asarray(rows)))
+
+    def organ_masks(self, rows: np.ndarray) -> np.ndarray:
+        """``(n, K, H, W)`` bool organ masks for manifest rows ``rows``."""
+        return self._unpack(self._gather("organ_masks", np.asarray(rows)))
+
+    def _unpack(self, packed: np.ndarray) -> np.ndarray:
+        width = self.image_size[1]
+        return np.unpackbits(packed, axis=-1, count=width).astype(bool)
+
+
+def _check_manifest(root: Path, meta: dict[str, Any], manifest: pd.DataFrame) -> None:
+    where = root / "manifest.parquet"
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise PreparedError(f"{where}: missing column(s) {missing}")
+    if len(manifest) != meta["num_images"]:
+        raise PreparedError(
+            f"{where}: {len(manifest)} rows, but dataset.json records {meta['num_images']} images"
+        )
+    shard_rows = [s["rows"] for s in meta["shards"]]
+    if sum(shard_rows) != len(manifest):
+        raise PreparedError(
+            f"{where}: {len(manifest)} rows, but the shards in dataset.json hold {sum(shard_rows)}"
+        )
+    duplicated = manifest["id"][manifest["id"].duplicated()]
+    if len(duplicated):
+        raise PreparedError(f"{where}: duplicate id {duplicated.iloc[0]!r}")
+    bad_split = ~manifest["split"].isin(SPLITS)
+    if bad_split.any():
+        row = int(np.flatnonzero(bad_split)[0])
+        raise PreparedError(
+            f"{where}: row {row}: split {manifest['split'].iloc[row]!r} is not one of {SPLITS}"
+        )
+    n_classes = len(meta["classes"])
+    for row, labels in enumerate(manifest["labels"]):
+        if len(labels) != n_classes:
+            raise PreparedError(
+                f"{where}: row {row}: {len(labels)} labels, "
+                f"but dataset.json has {n_classes} classes"
+            )
+    shards = manifest["shard"].to_numpy()
+    rows = manifest["row"].to_numpy()
+    limits = np.asarray([*shard_rows, 0])[np.clip(shards, -1, len(shard_rows))]
+    outside = np.flatnonzero(
+        (shards < 0) | (shards >= len(shard_rows)) | (rows < 0) | (rows >= limits)
+    )
+    if len(outside):
+        row = int(outside[0])
+        raise PreparedError(
+            f"{where}: row {row}: points at shard {shards[row]} row {rows[row]}, "
+            "which dataset.json does not have"
+        )
+    if len(set(zip(shards.tolist(), rows.tolist(), strict=True))) != len(manifest):
+        raise PreparedError(f"{where}: two rows point at the same stored image")
+
+
+def _check_shards(root: Path, meta: dict[str, Any], *, verify: bool) -> None:
+    height, width = meta["image_size"]
+    channels = {
+        "images": 1,
+        "lesion_masks": len(meta["classes"]),
+        "organ_masks": len(meta["organs"]),
+    }
+    packed_width = -(-width // 8)
+    for index, shard in enumerate(meta["shards"]):
+        for key in _ARRAYS:
+            if key not in shard:
+                continue
+            path = root / shard[key]["path"]
+            if not path.is_file():
+                raise PreparedError(f"{path}: shard {index} listed in dataset.json is missing")
+            try:
+                array = np.load(path, mmap_mode="r")
+            except ValueError as error:
+                raise PreparedError(f"{path}: not a readable .npy array: {error}") from None
+            last = width if key == "images" else packed_width
+            expected = (shard["rows"], channels[key], height, last)
+            if array.shape != expected or array.dtype != np.uint8:
+                raise PreparedError(
+                    f"{path}: array is {array.dtype}{list(array.shape)}, but the manifest and "
+                    f"dataset.json expect uint8{list(expected)}"
+                )
+            if verify and sha256_file(path) != shard[key]["sha256"]:
+                raise PreparedError(f"{path}: content differs from the hash in dataset.json")
+
+
+class PreparedImages(torch.utils.data.Dataset):
+    """Images and labels of one split, as tensors, for a ``DataLoader``.
+
+    Items are ``(image, target)``: ``image`` ``(1, H, W)`` float32 in [0, 1]; ``target`` ``(C,)``
+    float32 0/1 (one-hot in multi-class tasks).
+    """
+
+    def __init__(self, dataset: PreparedDataset, split: str) -> None:
+        self.dataset = dataset
+        self.rows = dataset.indices(split)
+        if len(self.rows) == 0:
+            raise PreparedError(f"{dataset.root}: the {split} split is empty")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        row = self.rows[index : index + 1]
+        image = torch.from_numpy(self.dataset.images(row)[0])
+        target = torch.from_numpy(self.dataset.labels[row[0]].astype(np.float32))
+        return image, target

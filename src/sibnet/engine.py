@@ -1,0 +1,120 @@
+"""The training and inference loops shared by every stage that runs a classifier."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from sibnet.reproducibility import seeded_generator, worker_init_fn
+
+__all__ = [
+    "OneHotCrossEntropy",
+    "make_loader",
+    "predict",
+    "probabilities",
+    "task_loss",
+    "train_epoch",
+]
+
+
+def make_loader(
+    dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0
+) -> DataLoader:
+    """A deterministic ``DataLoader``: shuffling from a seeded generator, seeded workers."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=seeded_generator(seed),
+        worker_init_fn=worker_init_fn,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """``(B, C)`` logits → probabilities: softmax (multi-class) or sigmoid (multi-label)."""
+    return logits.softmax(dim=1) if task == "multiclass" else logits.sigmoid()
+
+
+class OneHotCrossEntropy(nn.Module):
+    """Softmax cross-entropy on ``(B, C)`` logits and ``(B, C)`` one-hot targets."""
+
+    def __init__(self, weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.loss = nn.CrossEntropyLoss(weight=weight)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.loss(logits, targets.argmax(dim=1))
+
+
+def task_loss(task: str, class_weights: torch.Tensor | None = None) -> nn.Module:
+    """The task's loss on ``(B, C)`` logits and ``(B, C)`` 0/1 float targets.
+
+    Multi-class: softmax cross-entropy (``class_weights`` ``(C,)`` weight each class).
+    Multi-label: binary cross-entropy per label (``class_weights`` act as ``pos_weight``).
+    """
+    if task == "multiclass":
+        return OneHotCrossEntropy(class_weights)
+    if task == "multilabel":
+        return nn.BCEWithLogitsLoss(pos_weight=class_weights)
+    raise ValueError(f"task must be 'multiclass' or 'multilabel', got {task!r}")
+
+
+def _progress(loader: DataLoader, description: str) -> tqdm:
+    # disable=None: a bar on a terminal, silence in logs and CI.
+    return tqdm(loader, desc=description, leave=False, disable=None, file=sys.stderr)
+
+
+def train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    description: str = "train",
+) -> float:
+    """One pass over ``loader``; returns the mean loss per image."""
+    model.train()
+    total, count = 0.0, 0
+    for images, targets in _progress(loader, description):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(images), targets)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(images)
+        count += len(images)
+    return total / count
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    loader: DataLoader,
+    task: str,
+    loss_fn: nn.Module | None = None,
+    *,
+    description: str = "predict",
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Run ``model`` in eval mode over ``loader``.
+
+    Returns:
+        ``(probabilities, targets, loss)``: ``(N, C)`` float32 probabilities, ``(N, C)`` int8
+        targets, and the mean loss per image (NaN without ``loss_fn``).
+    """
+    model.eval()
+    probs, labels, total = [], [], 0.0
+    for images, targets in _progress(loader, description):
+        logits = model(images)
+        if loss_fn is not None:
+            total += float(loss_fn(logits, targets)) * len(images)
+        probs.append(probabilities(logits, task).float().numpy())
+        labels.append(targets.numpy().astype(np.int8))
+    count = sum(len(p) for p in probs)
+    loss = total / count if loss_fn is not None else float("nan")
+    return np.concatenate(probs), np.concatenate(labels), loss

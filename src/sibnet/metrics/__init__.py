@@ -1,0 +1,1 @@
+"""Metrics, each with a function form; classification metrics live in ``classification``."""

@@ -1,0 +1,1 @@
+"""Networks: classifiers built from MONAI and their self-describing checkpoints."""

@@ -1,0 +1,73 @@
+"""Shared fixtures: the tiny configuration, an isolated MLflow store, a prepared tiny dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sibnet.config import Params, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_PARAMS = ROOT / "tests" / "workflow" / "params.yaml"
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQLite MLflow store of the test session's own (never the repository's mlflow.db)."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow(
+    mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+
+
+@pytest.fixture(scope="session")
+def tiny_params() -> Params:
+    """The tiny configuration of tests/workflow/params.yaml."""
+    return load_params(TINY_PARAMS)
+
+
+def with_changes(params: Params, **sections: dict) -> Params:
+    """A copy of ``params`` with some keys of some sections replaced (validated again)."""
+    from sibnet.config import validate_params
+
+    raw = params.model_dump(mode="json")
+    for section, changes in sections.items():
+        raw[section] = {**raw[section], **changes}
+    return validate_params(raw)
+
+
+@pytest.fixture(scope="session")
+def prepared_tiny(tiny_params: Params, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny phantom, prepared once per session (tracking off). Treat it as read-only."""
+    from sibnet.stages.prepare import prepare
+
+    params = with_changes(tiny_params, tracking={"enabled": False})
+    out = tmp_path_factory.mktemp("prepared") / "tiny"
+    prepare(params, prepared=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(
+    tiny_params: Params, prepared_tiny: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A classifier trained once per session on the tiny phantom (tracking off)."""
+    from sibnet.stages.train import train
+
+    params = with_changes(tiny_params, tracking={"enabled": False})
+    folder = tmp_path_factory.mktemp("model")
+    train(
+        params,
+        prepared=prepared_tiny,
+        checkpoint=folder / "classifier.pt",
+        history=folder / "history.csv",
+        method="baseline",
+        seed=0,
+    )
+    return folder / "classifier.pt"
