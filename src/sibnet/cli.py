@@ -1,0 +1,113 @@
+"""The ``sibnet`` command: one subcommand per pipeline stage, plus ``dvc-yaml``.
+
+Stage subcommands are built from :data:`sibnet.dag.STAGES`, so their options are exactly the
+inputs and outputs the Snakemake rules and DVC stages pass::
+
+    sibnet prepare  --params params.yaml --prepared data/prepared/phantom
+    sibnet train    --params params.yaml --prepared ... --checkpoint ... --history ...
+                    --method baseline --seed 0
+    sibnet evaluate --params params.yaml --prepared ... --checkpoint ... --metrics ...
+                    --predictions ... --method baseline --seed 0
+    sibnet dvc-yaml [--check] [--output dvc.yaml]
+
+The params file is validated before any work; errors print one clear message and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sibnet.config import ParamsError, load_params
+from sibnet.dag import STAGES, Stage, dvc_yaml
+from sibnet.files import atomic_file
+
+__all__ = ["main"]
+
+_STAGE_HELP = {
+    "prepare": "build the prepared dataset (images, masks, manifest) from the configured source",
+    "train": "train one method with one seed; keep the best checkpoint by validation AUC",
+    "evaluate": "score a trained classifier on the test split",
+}
+
+
+def _add_stage(subparsers: argparse._SubParsersAction, spec: Stage) -> None:
+    parser = subparsers.add_parser(spec.name, help=_STAGE_HELP.get(spec.name))
+    parser.add_argument("--params", type=Path, required=True, help="params file (params.yaml)")
+    for option, template in spec.inputs.items():
+        parser.add_argument(f"--{option}", type=Path, required=True, help=f"input, e.g. {template}")
+    for option, template in spec.outputs.items():
+        parser.add_argument(
+            f"--{option}", type=Path, required=True, help=f"output, e.g. {template}"
+        )
+    if spec.per_method:
+        parser.add_argument("--method", required=True, help="a method named in params.methods")
+        parser.add_argument("--seed", type=int, required=True, help="training seed")
+    parser.set_defaults(stage=spec)
+
+
+def _run_stage(args: argparse.Namespace) -> None:
+    spec: Stage = args.stage
+    params = load_params(args.params)
+    kwargs = {name: getattr(args, name) for name in (*spec.inputs, *spec.outputs)}
+    if spec.per_method:
+        params.method(args.method)  # an unknown method fails before any work
+        kwargs |= {"method": args.method, "seed": args.seed}
+    module = importlib.import_module(f"sibnet.stages.{spec.name}")
+    getattr(module, spec.name)(params, **kwargs)
+
+
+def _dvc_yaml(args: argparse.Namespace) -> int:
+    text = dvc_yaml()
+    if args.check:
+        current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
+        if current != text:
+            print(f"{args.output} is out of date: run `sibnet dvc-yaml`", file=sys.stderr)
+            return 1
+        return 0
+    with atomic_file(args.output) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``sibnet`` command."""
+    parser = argparse.ArgumentParser(
+        prog="sibnet", description="Interpretability-guided (SIBnet) training pipeline stages."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for spec in STAGES.values():
+        _add_stage(subparsers, spec)
+    export = subparsers.add_parser("dvc-yaml", help="write dvc.yaml from the stage definitions")
+    export.add_argument("--output", type=Path, default=Path("dvc.yaml"))
+    export.add_argument("--check", action="store_true", help="exit 1 if the file is out of date")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sibnet`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.command == "dvc-yaml":
+        return _dvc_yaml(args)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from sibnet.data.prepared import PreparedError
+    from sibnet.models.classifier import CheckpointError
+
+    try:
+        _run_stage(args)
+    except (ParamsError, PreparedError, CheckpointError) as error:
+        print(f"sibnet {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

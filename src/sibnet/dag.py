@@ -1,0 +1,191 @@
+"""The pipeline's stages, defined once: the Snakemake rules and ``dvc.yaml`` both come from here.
+
+Each :class:`Stage` names its inputs and outputs (path templates), the params keys it reads, the
+wildcards it is expanded over and the resources it needs. From these:
+
+- ``workflow/rules/*.smk`` build each rule's ``input``/``output``/``log``/``params``/``resources``
+  and its shell command (:func:`snakemake_command`), with Snakemake wildcards ``{method}``,
+  ``{seed}`` and the dataset name from params;
+- :func:`dvc_yaml` renders ``dvc.yaml`` with DVC's templating: the dataset is
+  ``${prepare.dataset}`` and per-method stages use ``matrix`` over ``${pipeline.methods}`` ×
+  ``${pipeline.seeds}``, so editing the methods or seeds in ``params.yaml`` needs no
+  regeneration (``sibnet dvc-yaml`` rewrites the file only when the stage definitions change);
+- :mod:`sibnet.cli` builds each stage's command-line options.
+
+Both engines therefore run the same command lines, and a test compares them job by job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+__all__ = ["STAGES", "Stage", "command", "dvc_yaml", "expand", "stage"]
+
+_PLACEHOLDERS = ("dataset", "method", "seed")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage, as both workflow engines see it.
+
+    Attributes:
+        name: stage name, also the ``sibnet`` subcommand.
+        inputs: CLI option name → path template (placeholders ``{dataset}``, ``{method}``,
+            ``{seed}``).
+        outputs: CLI option name → path template.
+        params: params keys the stage reads (``{method}`` allowed), for rerun decisions.
+        per_method: expanded over methods × seeds (passes ``--method`` and ``--seed``).
+        directories: output names that are folders rather than files.
+        metrics: output names that are JSON metrics (uncached in DVC, shown by
+            ``dvc metrics show``).
+        plots: output name → DVC plot properties (``x``, ``y``, ...).
+        threads_key: params key holding the thread count (also the rule's ``threads``).
+        mem_mb, runtime, gpu: resources requested from a cluster (runtime in minutes).
+    """
+
+    name: str
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    params: tuple[str, ...]
+    per_method: bool = False
+    directories: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    plots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    threads_key: str | None = None
+    mem_mb: int = 2000
+    runtime: int = 30
+    gpu: int = 0
+
+    @property
+    def log(self) -> str:
+        """Log file template (Snakemake ``log:``)."""
+        if self.per_method:
+            return f"logs/{self.name}/{{dataset}}/{{method}}/seed{{seed}}.log"
+        return f"logs/{self.name}/{{dataset}}.log"
+
+
+PREPARED = "data/prepared/{dataset}"
+RUN = "{dataset}/{method}/seed{seed}"
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage(
+            name="prepare",
+            inputs={},
+            outputs={"prepared": PREPARED},
+            params=("prepare",),
+            directories=("prepared",),
+            mem_mb=1500,
+            runtime=60,
+        ),
+        Stage(
+            name="train",
+            inputs={"prepared": PREPARED},
+            outputs={
+                "checkpoint": f"models/{RUN}/classifier.pt",
+                "history": f"models/{RUN}/history.csv",
+            },
+            params=("prepare", "train", "methods.{method}"),
+            per_method=True,
+            plots={"history": {"x": "epoch", "y": "val_auc", "title": "validation macro AUC"}},
+            threads_key="train.threads",
+            mem_mb=3000,
+            runtime=240,
+            gpu=1,
+        ),
+        Stage(
+            name="evaluate",
+            inputs={"prepared": PREPARED, "checkpoint": f"models/{RUN}/classifier.pt"},
+            outputs={
+                "metrics": f"results/{RUN}/metrics.json",
+                "predictions": f"results/{RUN}/predictions.parquet",
+            },
+            params=("evaluate", "methods.{method}"),
+            per_method=True,
+            metrics=("metrics",),
+            threads_key="evaluate.threads",
+            mem_mb=2000,
+            runtime=30,
+        ),
+    )
+}
+
+
+def stage(name: str) -> Stage:
+    """The stage called ``name``; a ``KeyError`` lists the stages."""
+    if name not in STAGES:
+        raise KeyError(f"unknown stage {name!r}; stages: {list(STAGES)}")
+    return STAGES[name]
+
+
+def command(
+    spec: Stage, paths: dict[str, str], *, params_file: str, method: str = "", seed: str = ""
+) -> str:
+    """The ``sibnet`` command line of one stage.
+
+    Args:
+        spec: the stage.
+        paths: input and output option name → path (already formatted for the engine).
+        params_file: path of the params file passed as ``--params``.
+        method, seed: values (or engine placeholders) for per-method stages.
+    """
+    parts = ["sibnet", spec.name, "--params", params_file]
+    for option in (*spec.inputs, *spec.outputs):
+        parts += [f"--{option}", paths[option]]
+    if spec.per_method:
+        parts += ["--method", method, "--seed", seed]
+    return " ".join(parts)
+
+
+def expand(template: str, **values: str) -> str:
+    """Fill the placeholders of a path or params-key template, leaving other braces alone."""
+    for key in _PLACEHOLDERS:
+        if key in values:
+            template = template.replace("{" + key + "}", values[key])
+    return template
+
+
+def _dvc_stage(spec: Stage) -> dict[str, Any]:
+    values = {"dataset": "${prepare.dataset}", "method": "${item.method}", "seed": "${item.seed}"}
+    inputs = {k: expand(v, **values) for k, v in spec.inputs.items()}
+    outputs = {k: expand(v, **values) for k, v in spec.outputs.items()}
+    entry: dict[str, Any] = {}
+    if spec.per_method:
+        entry["matrix"] = {"method": "${pipeline.methods}", "seed": "${pipeline.seeds}"}
+    entry["cmd"] = command(
+        spec,
+        {**inputs, **outputs},
+        params_file="params.yaml",
+        method=values["method"],
+        seed=values["seed"],
+    )
+    entry["deps"] = [*inputs.values(), "src/sibnet"]
+    entry["params"] = [expand(key, **values) for key in spec.params]
+    outs: list[Any] = []
+    metrics: list[Any] = []
+    plots: list[Any] = []
+    for name, path in outputs.items():
+        if name in spec.metrics:
+            metrics.append({path: {"cache": False}})
+        elif name in spec.plots:
+            plots.append({path: {"cache": False, **spec.plots[name]}})
+        else:
+            outs.append(path)
+    for key, items in (("outs", outs), ("metrics", metrics), ("plots", plots)):
+        if items:
+            entry[key] = items
+    return entry
+
+
+def dvc_yaml() -> str:
+    """The text of ``dvc.yaml`` for :data:`STAGES` (deterministic, with a do-not-edit header)."""
+    document = {"stages": {name: _dvc_stage(spec) for name, spec in STAGES.items()}}
+    header = (
+        "# Generated by `sibnet dvc-yaml` from src/sibnet/dag.py: edit that file, not this one.\n"
+        "# Methods, seeds and the dataset come from params.yaml at `dvc repro` time.\n"
+    )
+    return header + yaml.safe_dump(document, sort_keys=False, width=1000)

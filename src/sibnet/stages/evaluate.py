@@ -1,0 +1,122 @@
+"""``sibnet evaluate``: a trained classifier on the test split → metrics and predictions."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sibnet.config import Params
+from sibnet.data.prepared import PreparedDataset, PreparedImages
+from sibnet.engine import make_loader, predict
+from sibnet.files import atomic_file, sha256_file, write_json
+from sibnet.metrics.classification import classification_metrics
+from sibnet.models.classifier import CheckpointError, load_checkpoint
+from sibnet.plots import plot_roc
+from sibnet.reproducibility import configure_torch
+from sibnet.tracking import start_run
+
+__all__ = ["evaluate"]
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(
+    params: Params,
+    *,
+    prepared: Path,
+    checkpoint: Path,
+    metrics: Path,
+    predictions: Path,
+    method: str,
+    seed: int,
+) -> dict[str, Any]:
+    """Score ``checkpoint`` on the test split of ``prepared``.
+
+    Writes ``metrics`` (JSON: macro AUC with bootstrap CI, per-class AUC, accuracy, balanced
+    accuracy, number of images) and ``predictions`` (Parquet: one row per test image with its id,
+    labels and per-class probabilities).
+
+    Raises:
+        CheckpointError: the checkpoint is not of the method's architecture, or was trained on
+            other classes than the dataset's.
+    """
+    settings = params.evaluate
+    configure_torch(settings.threads)
+    dataset = PreparedDataset.open(prepared, verify=True)
+    model, stored = load_checkpoint(checkpoint, architecture=params.method(method).architecture)
+    if stored["classes"] != dataset.classes or stored["task"] != dataset.task:
+        raise CheckpointError(
+            f"{checkpoint}: trained for {stored['task']} classes {stored['classes']}, but "
+            f"{prepared} is {dataset.task} with classes {dataset.classes}"
+        )
+    test_set = PreparedImages(dataset, "test")
+    loader = make_loader(test_set, batch_size=settings.batch_size, shuffle=False, seed=0)
+
+    with start_run(params, stage="evaluate", method=method, seed=seed) as tracker:
+        tracker.log_params(
+            {"evaluate": settings.model_dump(mode="json"), "method": method, "seed": seed}
+        )
+        probabilities, targets, _ = predict(model, loader, dataset.task)
+        results = classification_metrics(
+            probabilities,
+            targets,
+            task=dataset.task,
+            classes=dataset.classes,
+            resamples=settings.bootstrap,
+            confidence=settings.confidence,
+            seed=settings.seed,
+            threshold=settings.threshold,
+        )
+        results.update(
+            {
+                "dataset": params.prepare.dataset,
+                "method": method,
+                "seed": seed,
+                "split": "test",
+                "checkpoint_epoch": int(stored["epoch"]),
+                "checkpoint_sha256": sha256_file(checkpoint),
+            }
+        )
+        frame = pd.DataFrame(
+            {
+                "id": dataset.manifest["id"].to_numpy()[test_set.rows],
+                "labels": [row.tolist() for row in targets],
+                **{
+                    f"prob_{name}": probabilities[:, index].astype(np.float32)
+                    for index, name in enumerate(dataset.classes)
+                },
+            }
+        )
+        with atomic_file(predictions) as tmp:
+            frame.to_parquet(tmp, index=False)
+        write_json(metrics, results)
+        log.info(
+            "%s seed %d: test macro AUC %.4f (%g%% CI %s) on %d images → %s",
+            method,
+            seed,
+            results["macro_auc"] or float("nan"),
+            100 * settings.confidence,
+            results["macro_auc_ci"],
+            results["n_images"],
+            metrics,
+        )
+        tracker.log_metrics({"test": results})
+        tracker.log_artifact(metrics)
+        tracker.log_artifact(predictions)
+        with tempfile.TemporaryDirectory() as folder:
+            figure = Path(folder) / "roc.png"
+            plot_roc(
+                probabilities,
+                targets,
+                dataset.classes,
+                results["per_class_auc"],
+                figure,
+                f"{method} · seed {seed} · test",
+            )
+            tracker.log_artifact(figure)
+    return results

@@ -1,0 +1,168 @@
+"""``sibnet train``: one method × one seed on a prepared dataset → ``classifier.pt`` + history."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from sibnet.config import Params
+from sibnet.data.prepared import PreparedDataset, PreparedImages
+from sibnet.engine import make_loader, predict, task_loss, train_epoch
+from sibnet.files import atomic_file
+from sibnet.metrics.classification import macro_auc
+from sibnet.models.classifier import build_classifier, params_hash, save_checkpoint
+from sibnet.plots import plot_training_curves
+from sibnet.reproducibility import configure_torch, seed_everything
+from sibnet.tracking import start_run
+
+__all__ = ["class_weights", "train", "training_params"]
+
+log = logging.getLogger(__name__)
+
+
+def training_params(params: Params, method: str) -> dict[str, Any]:
+    """The params a classifier depends on (hashed into its checkpoint and logged to MLflow)."""
+    return {
+        "prepare": params.prepare.model_dump(mode="json"),
+        "train": params.train.model_dump(mode="json"),
+        "method": {"name": method, **params.method(method).model_dump(mode="json")},
+    }
+
+
+def class_weights(labels: np.ndarray, task: str) -> torch.Tensor:
+    """Class-frequency weights from ``(N, C)`` training labels.
+
+    Multi-class: ``N / (C · n_c)`` (mean 1 over classes). Multi-label: ``pos_weight`` =
+    negatives / positives per label. A class without positives gets weight 1.
+    """
+    positives = labels.sum(axis=0).astype(np.float64)
+    if task == "multiclass":
+        weights = len(labels) / (labels.shape[1] * np.where(positives > 0, positives, np.nan))
+    else:
+        weights = (len(labels) - positives) / np.where(positives > 0, positives, np.nan)
+    return torch.tensor(np.nan_to_num(weights, nan=1.0), dtype=torch.float32)
+
+
+def train(
+    params: Params, *, prepared: Path, checkpoint: Path, history: Path, method: str, seed: int
+) -> pd.DataFrame:
+    """Train ``method`` with ``seed``; keep the epoch with the best validation macro AUC.
+
+    Args:
+        params: validated params (sections ``train`` and ``methods.<method>`` are used).
+        prepared: prepared dataset folder.
+        checkpoint: output ``classifier.pt`` (best epoch; see :func:`save_checkpoint`).
+        history: output CSV with one row per epoch: ``epoch, train_loss, val_loss, val_auc``.
+        method: name of a method in ``params.methods``.
+        seed: seed of initialisation and shuffling.
+
+    Returns:
+        The training history.
+    """
+    settings = params.train
+    spec = params.method(method)
+    configure_torch(settings.threads)
+    dataset = PreparedDataset.open(prepared, verify=True)
+    train_set, val_set = PreparedImages(dataset, "train"), PreparedImages(dataset, "val")
+
+    seed_everything(seed)
+    model = build_classifier(spec.architecture, num_classes=len(dataset.classes))
+    weights = None
+    if settings.class_weights:
+        weights = class_weights(dataset.labels[train_set.rows], dataset.task)
+    loss_fn = task_loss(dataset.task, weights)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    train_loader = make_loader(
+        train_set,
+        batch_size=settings.batch_size,
+        shuffle=True,
+        seed=seed,
+        num_workers=settings.num_workers,
+    )
+    val_loader = make_loader(val_set, batch_size=settings.batch_size, shuffle=False, seed=seed)
+
+    described = training_params(params, method)
+    rows: list[dict[str, float]] = []
+    best: dict[str, Any] = {}
+    with start_run(params, stage="train", method=method, seed=seed) as tracker:
+        tracker.log_params({**described, "seed": seed, "task": dataset.task})
+        for epoch in tqdm(
+            range(1, settings.epochs + 1), desc=f"{method} seed {seed}", disable=None
+        ):
+            started = time.perf_counter()
+            train_loss = train_epoch(model, train_loader, loss_fn, optimizer)
+            probs, targets, val_loss = predict(model, val_loader, dataset.task, loss_fn)
+            val_auc = macro_auc(probs, targets)
+            row = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_auc": val_auc,
+            }
+            rows.append(row)
+            log.info(
+                "%s seed %d epoch %d/%d: train_loss %.4f val_loss %.4f val_auc %.4f",
+                method,
+                seed,
+                epoch,
+                settings.epochs,
+                train_loss,
+                val_loss,
+                val_auc,
+            )
+            tracker.log_metrics({**row, "epoch_seconds": time.perf_counter() - started}, step=epoch)
+            score = val_auc if np.isfinite(val_auc) else -np.inf  # NaN: no AUC defined
+            if not best or score > best["score"]:
+                best = {
+                    **row,
+                    "score": score,
+                    "state": copy.deepcopy(model.state_dict()),
+                    "optimizer": copy.deepcopy(optimizer.state_dict()),
+                }
+
+        table = pd.DataFrame(rows)
+        log.info("best epoch %d (val_auc %.4f) → %s", best["epoch"], best["val_auc"], checkpoint)
+        model.load_state_dict(best["state"])
+        optimizer.load_state_dict(best["optimizer"])
+        save_checkpoint(
+            checkpoint,
+            model,
+            architecture=spec.architecture,
+            num_classes=len(dataset.classes),
+            in_channels=1,
+            classes=dataset.classes,
+            task=dataset.task,
+            optimizer=optimizer,
+            epoch=int(best["epoch"]),
+            metrics={k: float(best[k]) for k in ("train_loss", "val_loss", "val_auc")},
+            params_sha256=params_hash(described),
+            extra={
+                "dataset": params.prepare.dataset,
+                "method": method,
+                "seed": seed,
+                "prepared_manifest_sha256": dataset.meta["manifest_sha256"],
+            },
+        )
+        with atomic_file(history) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6f")
+        tracker.log_metrics(
+            {"best_epoch": best["epoch"], "best_val_auc": best["val_auc"]}, step=settings.epochs
+        )
+        tracker.log_artifact(checkpoint)
+        tracker.log_artifact(history)
+        with tempfile.TemporaryDirectory() as folder:
+            figure = Path(folder) / "training_curves.png"
+            plot_training_curves(table, figure, f"{method} · seed {seed}")
+            tracker.log_artifact(figure)
+    return table

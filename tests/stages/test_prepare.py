@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sibnet.config import Params
+from sibnet.data.prepared import PreparedDataset
+from sibnet.stages import prepare as prepare_module
+from sibnet.stages.prepare import prepare
+from tests.conftest import with_changes
+
+
+def test_prepare_is_deterministic(tiny_params: Params, prepared_tiny: Path, tmp_path: Path) -> None:
+    params = with_changes(tiny_params, tracking={"enabled": False})
+    again = tmp_path / "tiny"
+    prepare(params, prepared=again)
+    for path in sorted(p.relative_to(prepared_tiny) for p in prepared_tiny.rglob("*.*")):
+        assert (again / path).read_bytes() == (prepared_tiny / path).read_bytes(), path
+
+
+def test_failed_prepare_keeps_the_previous_output(
+    tiny_params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = with_changes(tiny_params, tracking={"enabled": False})
+    out = tmp_path / "tiny"
+    prepare(params, prepared=out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def broken_adapter(section, root: Path) -> None:
+        (root / "manifest.parquet").write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setitem(prepare_module.ADAPTERS, "phantom", broken_adapter)
+    with pytest.raises(OSError, match="disk full"):
+        prepare(params, prepared=out)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    PreparedDataset.open(out)
+
+
+def test_shortcut_marker_is_recorded(tiny_params: Params, tmp_path: Path) -> None:
+    params = with_changes(tiny_params, tracking={"enabled": False})
+    raw = params.model_dump(mode="json")
+    raw["prepare"]["phantom"] |= {"shortcut_class": "nodule", "shortcut_rate": 1.0}
+    from sibnet.config import validate_params
+
+    out = tmp_path / "shortcut"
+    dataset = prepare(validate_params(raw), prepared=out)
+    manifest = dataset.manifest
+    nodule = dataset.labels[:, dataset.classes.index("nodule")] == 1
+    trainval = manifest["split"].to_numpy() != "test"
+    assert manifest["shortcut"].to_numpy()[trainval & nodule].all()
+    assert not manifest["shortcut"].to_numpy()[trainval & ~nodule].any()

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sibnet.cli import build_parser, main
+from sibnet.dag import STAGES
+
+
+def test_every_stage_is_a_subcommand_with_its_paths() -> None:
+    parser = build_parser()
+    for spec in STAGES.values():
+        args = ["--params", "p.yaml"]
+        for option in (*spec.inputs, *spec.outputs):
+            args += [f"--{option}", f"{option}.x"]
+        if spec.per_method:
+            args += ["--method", "baseline", "--seed", "3"]
+        parsed = parser.parse_args([spec.name, *args])
+        assert parsed.stage is spec
+        for option in (*spec.inputs, *spec.outputs):
+            assert getattr(parsed, option) == Path(f"{option}.x")
+
+
+def test_console_script_is_installed() -> None:
+    result = subprocess.run(["sibnet", "--help"], capture_output=True, text=True, check=True)
+    for name in STAGES:
+        assert name in result.stdout
+
+
+def test_invalid_params_stop_the_stage_with_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  epochs: -1\n")
+    out = tmp_path / "prepared"
+    status = main(["prepare", "--params", str(params), "--prepared", str(out)])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "sibnet prepare: error:" in error and "train.epochs" in error
+    assert not out.exists()
+
+
+def test_unknown_method_stops_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")
+    status = main(
+        [
+            "train",
+            "--params",
+            str(params),
+            "--prepared",
+            str(tmp_path / "none"),
+            "--checkpoint",
+            str(tmp_path / "c.pt"),
+            "--history",
+            str(tmp_path / "h.csv"),
+            "--method",
+            "se",
+            "--seed",
+            "0",
+        ]
+    )
+    assert status == 2
+    assert "unknown method 'se'" in capsys.readouterr().err
+
+
+def test_missing_prepared_dataset_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("tracking: {enabled: false}\n")
+    status = main(
+        [
+            "evaluate",
+            "--params",
+            str(params),
+            "--prepared",
+            str(tmp_path / "absent"),
+            "--checkpoint",
+            str(tmp_path / "c.pt"),
+            "--metrics",
+            str(tmp_path / "m.json"),
+            "--predictions",
+            str(tmp_path / "p.parquet"),
+            "--method",
+            "baseline",
+            "--seed",
+            "0",
+        ]
+    )
+    assert status == 2
+    assert "absent/dataset.json: not found" in capsys.readouterr().err
