@@ -1,0 +1,108 @@
+"""Benchmark: the default pipeline (`snakemake --cores all` on params.yaml), end to end.
+
+Runs the real DAG in a fresh copy of the repository and measures wall time and peak memory
+(the largest total resident memory of the snakemake process tree, sampled every 0.1 s), then
+reads the test macro AUC of every trained method and seed. Run from the repository root:
+
+    python -m benchmarks.pipeline [--params params.yaml] [--keep DIR]
+
+Results are printed and written to benchmarks/results/pipeline.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from tests.workflow.repo import ROOT, clean_env, copy_repository
+
+from sibnet.config import load_params
+
+TARGET_SECONDS = 300
+TARGET_PEAK_MB = 3000
+
+
+def _tree_rss(process: psutil.Process) -> int:
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):  # the process ended meanwhile
+            total += member.memory_info().rss
+    return total
+
+
+def run_pipeline(copy: Path) -> dict[str, float]:
+    """Run snakemake in ``copy``; return wall seconds and peak memory in MB."""
+    peak = 0
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        ["snakemake", "--cores", "all"],
+        cwd=copy,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watched = psutil.Process(process.pid)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, _tree_rss(watched))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = process.communicate()
+    done.set()
+    sampler.join()
+    if process.returncode != 0:
+        raise SystemExit(f"snakemake failed:\n{stderr[-5000:]}")
+    return {"wall_seconds": time.perf_counter() - started, "peak_memory_mb": peak / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--keep", type=Path, help="run in this folder and keep it")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    with tempfile.TemporaryDirectory() as folder:
+        copy = copy_repository((args.keep or Path(folder)) / "repo", params=args.params)
+        measured = run_pipeline(copy)
+        dataset = params.prepare.dataset
+        aucs = {}
+        for method in params.pipeline.methods:
+            for seed in params.pipeline.seeds:
+                path = copy / f"results/{dataset}/{method}/seed{seed}/metrics.json"
+                metrics = json.loads(path.read_text())
+                aucs[f"{method}/seed{seed}"] = {
+                    "macro_auc": metrics["macro_auc"],
+                    "ci": metrics["macro_auc_ci"],
+                }
+    result = {
+        **measured,
+        "targets": {"wall_seconds": TARGET_SECONDS, "peak_memory_mb": TARGET_PEAK_MB},
+        "test_macro_auc": aucs,
+        "params": str(
+            args.params.relative_to(ROOT) if args.params.is_relative_to(ROOT) else args.params
+        ),
+        "machine": {"cpus": psutil.cpu_count(), "python": platform.python_version()},
+    }
+    out = ROOT / "benchmarks" / "results" / "pipeline.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The Snakemake rules and dvc.yaml come from one definition and agree job by job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sibnet.cli import main
+from sibnet.dag import STAGES, dvc_yaml
+from tests.workflow.repo import ROOT, clean_env, copy_repository, run
+
+
+def test_committed_dvc_yaml_is_generated_from_the_stage_definitions() -> None:
+    assert (ROOT / "dvc.yaml").read_text() == dvc_yaml(), "run `sibnet dvc-yaml`"
+    assert main(["dvc-yaml", "--check", "--output", str(ROOT / "dvc.yaml")]) == 0
+
+
+def test_dvc_yaml_check_detects_drift(tmp_path: Path) -> None:
+    stale = tmp_path / "dvc.yaml"
+    stale.write_text("stages: {}\n")
+    assert main(["dvc-yaml", "--check", "--output", str(stale)]) == 1
+    assert main(["dvc-yaml", "--output", str(stale)]) == 0
+    assert stale.read_text() == dvc_yaml()
+
+
+def test_dvc_stages_declare_the_keys_each_stage_reads() -> None:
+    stages = yaml.safe_load(dvc_yaml())["stages"]
+    assert set(stages) == set(STAGES)
+    assert stages["train"]["params"] == ["prepare", "train", "methods.${item.method}"]
+    assert stages["evaluate"]["params"] == ["evaluate", "methods.${item.method}"]
+    assert "metrics" in stages["evaluate"] and "plots" in stages["train"]
+
+
+@pytest.fixture(scope="module")
+def copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_repository(tmp_path_factory.mktemp("dag") / "repo")
+
+
+def _snakemake_commands(copy: Path) -> list[str]:
+    result = run(["snakemake", "-n", "-p", "--forceall", "--cores", "2"], copy, env=clean_env())
+    commands = []
+    for line in result.stdout.splitlines() + result.stderr.splitlines():
+        line = line.strip()
+        if line.startswith("Shell command: "):
+            command = line.removeprefix("Shell command: ")
+            if command != "None":  # `rule all` has no command
+                commands.append(command.split(" > logs/")[0])
+    return sorted(commands)
+
+
+def _dvc_commands(copy: Path) -> list[str]:
+    from dvc.repo import Repo
+
+    with Repo(str(copy)) as repo:
+        return sorted(stage.cmd for stage in repo.index.stages)
+
+
+def test_snakemake_and_dvc_run_the_same_commands(copy: Path) -> None:
+    snakemake = _snakemake_commands(copy)
+    assert len(snakemake) == 1 + 2 * 2  # prepare + (train, evaluate) × 2 seeds
+    assert snakemake == _dvc_commands(copy)
+
+
+def test_snakemake_refuses_command_line_overrides(copy: Path) -> None:
+    with pytest.raises(AssertionError, match=r"--config key=value"):
+        run(["snakemake", "-n", "--cores", "1", "--config", "train={}"], copy, env=clean_env())
+
+
+def test_snakemake_validates_params_before_scheduling(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"train": {"epochs": 0}}))
+    copy = copy_repository(tmp_path / "repo", params=bad)
+    with pytest.raises(AssertionError, match=r"train\.epochs"):
+        run(["snakemake", "-n", "--cores", "1"], copy, env=clean_env())

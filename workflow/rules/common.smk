@@ -1,0 +1,96 @@
+# Helpers shared by all rules (params validation; rule fields built from sibnet.dag).
+import json
+import os
+from pathlib import Path
+
+from sibnet.config import ParamsError, load_params
+from sibnet.dag import command, expand, stage
+
+
+if workflow.config_settings.overwrite_config:
+    raise WorkflowError(
+        "sibnet stages read their params file, so `--config key=value` overrides would not "
+        "reach them: put the values in a params file and pass it with --configfile."
+    )
+PARAMS_FILE = str(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else "params.yaml"
+try:
+    PARAMS = load_params(PARAMS_FILE)
+except ParamsError as error:
+    raise WorkflowError(str(error))
+DATASET = PARAMS.prepare.dataset
+CODE = sorted(str(p) for p in Path("src/sibnet").rglob("*.py"))
+
+# Conda environment of each job under `snakemake --sdm conda` (envs/sibnet-<cpu|cuda>.yaml).
+CONDA_ENV = "../../envs/sibnet-{}.yaml".format(os.environ.get("SIBNET_CONDA_ENV", "cpu"))
+
+
+def _lookup(key):
+    """Value of a dotted params key, e.g. 'methods.baseline'."""
+    value = PARAMS.model_dump(mode="json")
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def _fill(template, wildcards):
+    return expand(template, dataset=DATASET, **{k: str(v) for k, v in wildcards.items()})
+
+
+def stage_inputs(name):
+    """Named inputs of a stage, plus the package source (so code changes re-run it)."""
+    spec = stage(name)
+    return {
+        **{k: (lambda w, t=t: _fill(t, w)) for k, t in spec.inputs.items()},
+        "code": CODE,
+    }
+
+
+def stage_outputs(name):
+    spec = stage(name)
+    return {
+        k: directory(expand(t, dataset=DATASET)) if k in spec.directories else expand(t, dataset=DATASET)
+        for k, t in spec.outputs.items()
+    }
+
+
+def stage_log(name):
+    return expand(stage(name).log, dataset=DATASET)
+
+
+def stage_params(name):
+    """JSON of the params keys a stage reads: a change re-runs it (Snakemake's params trigger)."""
+    spec = stage(name)
+    return lambda w: json.dumps({k: _lookup(_fill(k, w)) for k in spec.params}, sort_keys=True)
+
+
+def stage_threads(name):
+    key = stage(name).threads_key
+    return _lookup(key) if key else 1
+
+
+def stage_resources(name):
+    spec = stage(name)
+    return {"mem_mb": spec.mem_mb, "runtime": spec.runtime, "gpu": spec.gpu}
+
+
+def stage_shell(name):
+    spec = stage(name)
+    paths = {k: "{input.%s}" % k for k in spec.inputs} | {k: "{output.%s}" % k for k in spec.outputs}
+    cmd = command(spec, paths, params_file=PARAMS_FILE, method="{wildcards.method}", seed="{wildcards.seed}")
+    return cmd + " > {log} 2>&1"
+
+
+def run_outputs(name):
+    """Every output of a per-method stage over pipeline.methods × pipeline.seeds."""
+    spec = stage(name)
+    return [
+        expand(t, dataset=DATASET, method=m, seed=str(s))
+        for m in PARAMS.pipeline.methods
+        for s in PARAMS.pipeline.seeds
+        for t in spec.outputs.values()
+    ]
+
+
+def final_outputs():
+    """Targets of the default target (all): every evaluation of every method and seed."""
+    return run_outputs("evaluate")
