@@ -59,13 +59,13 @@ def test_unknown_method_stops_before_any_work(
             "--history",
             str(tmp_path / "h.csv"),
             "--method",
-            "se",
+            "vit",
             "--seed",
             "0",
         ]
     )
     assert status == 2
-    assert "unknown method 'se'" in capsys.readouterr().err
+    assert "unknown method 'vit'" in capsys.readouterr().err
 
 
 def test_missing_prepared_dataset_is_named(

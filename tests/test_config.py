@@ -33,7 +33,7 @@ def test_defaults_equal_the_shipped_params_file() -> None:
         ({"prepare": {"split": {"val": 0.5, "test": 0.45}}}, "prepare.split", "val + test"),
         ({"prepare": {"dataset": "../escape"}}, "prepare.dataset", "pattern"),
         ({"evaluate": {"confidence": 1.5}}, "evaluate.confidence", "less than 1"),
-        ({"pipeline": {"methods": ["se"]}}, "(top level)", "methods table does not define"),
+        ({"pipeline": {"methods": ["vit"]}}, "(top level)", "methods table does not define"),
         ({"pipeline": {"seeds": [0, 0]}}, "pipeline.seeds", "must not repeat"),
         (
             {"methods": {"baseline": {"architecture": "vgg"}}},
@@ -84,5 +84,29 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
 
 
 def test_unknown_method_lookup_lists_the_defined_ones() -> None:
-    with pytest.raises(ParamsError, match=r"unknown method 'se'.*\['baseline'\]"):
-        Params().method("se")
+    with pytest.raises(ParamsError, match=r"unknown method 'vit'; params define \['baseline'"):
+        Params().method("vit")
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        ({"lambda_cd": 1.0}, "apply only to objective 'sibnet'"),
+        ({"objective": "sibnet", "lambda_cd": 0, "lambda_sc": 0}, "needs lambda_cd > 0"),
+        ({"objective": "sibnet", "sc_kernel": 8}, "sc_kernel must be odd"),
+        ({"attention": "transformer"}, "'none', 'se' or 'cbam'"),
+    ],
+)
+def test_method_checks(method: dict, message: str) -> None:
+    with pytest.raises(ParamsError, match=message):
+        validate_params({"methods": {"m": method}, "pipeline": {"methods": ["m"]}})
+
+
+def test_default_methods_are_the_papers_comparison() -> None:
+    params = Params()
+    assert params.pipeline.methods == ["baseline", "se", "cbam", "sibnet", "sibnet_cd", "sibnet_sc"]
+    assert (params.methods["sibnet"].lambda_cd, params.methods["sibnet"].lambda_sc) == (1.2, 0.9)
+    assert params.methods["sibnet_cd"].lambda_sc == 0 and params.methods["sibnet_sc"].lambda_cd == 0
+    dumped = params.model_dump(mode="json")
+    assert "lambda_cd" not in dumped["methods"]["baseline"]
+    assert validate_params(dumped) == params

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from sibnet.data.phantom import DEFAULT_LESION_CONTRAST, DEFAULT_NOISE_STD, FINDINGS
 
@@ -104,12 +113,61 @@ class PrepareParams(_Section):
     shard_size: int = Field(1024, ge=1, le=1_000_000)
 
 
+_SIBNET_ONLY = ("lambda_cd", "lambda_sc", "normalize_terms", "sc_kernel")
+
+
 class MethodParams(_Section):
-    """One compared method: network architecture + attention block + training objective."""
+    """One compared method: network architecture + attention block + training objective.
+
+    ``objective: sibnet`` adds the SIBnet terms to the task loss (see :mod:`sibnet.objectives`):
+    ``lambda_cd`` · class distinctiveness + ``lambda_sc`` · spatial coherence (paper defaults
+    1.2 and 0.9), each divided by its value at the first training step when
+    ``normalize_terms`` is true (the original implementation's scheme). Setting one weight to 0
+    gives the ablations. These four keys are errors under ``objective: cross_entropy``.
+    """
 
     architecture: Literal["resnet10_small", "resnet18", "densenet121"] = "resnet10_small"
-    attention: Literal["none"] = "none"
-    objective: Literal["cross_entropy"] = "cross_entropy"
+    attention: Literal["none", "se", "cbam"] = "none"
+    objective: Literal["cross_entropy", "sibnet"] = "cross_entropy"
+    lambda_cd: float = Field(1.2, ge=0.0, le=1000.0)
+    lambda_sc: float = Field(0.9, ge=0.0, le=1000.0)
+    normalize_terms: bool = True
+    sc_kernel: int = Field(9, ge=3, le=63)
+
+    @model_validator(mode="after")
+    def _objective_keys(self) -> MethodParams:
+        if self.objective == "cross_entropy":
+            stray = sorted(set(_SIBNET_ONLY) & self.model_fields_set)
+            if stray:
+                raise ValueError(
+                    f"{stray} apply only to objective 'sibnet'; remove them or set "
+                    "objective: sibnet"
+                )
+        elif self.lambda_cd == 0 and self.lambda_sc == 0:
+            raise ValueError("objective 'sibnet' needs lambda_cd > 0 or lambda_sc > 0")
+        if self.sc_kernel % 2 == 0:
+            raise ValueError(f"sc_kernel must be odd, got {self.sc_kernel}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dump only the keys that apply, so a dump validates again."""
+        data = handler(self)
+        if self.objective == "cross_entropy":
+            for key in _SIBNET_ONLY:
+                data.pop(key, None)
+        return data
+
+
+DEFAULT_METHODS: dict[str, MethodParams] = {
+    "baseline": MethodParams(),
+    "se": MethodParams(attention="se"),
+    "cbam": MethodParams(attention="cbam"),
+    "sibnet": MethodParams(objective="sibnet"),
+    "sibnet_cd": MethodParams(objective="sibnet", lambda_sc=0.0),
+    "sibnet_sc": MethodParams(objective="sibnet", lambda_cd=0.0),
+}
+"""The compared methods of the paper: cross-entropy, SE, CBAM, SIBnet and its two ablations."""
 
 
 class TrainParams(_Section):
@@ -138,7 +196,7 @@ class EvaluateParams(_Section):
 class PipelineParams(_Section):
     """What the DAG expands over: every listed method is trained once per seed."""
 
-    methods: list[Name] = Field(default_factory=lambda: ["baseline"], min_length=1)
+    methods: list[Name] = Field(default_factory=lambda: list(DEFAULT_METHODS), min_length=1)
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
 
     @field_validator("methods", "seeds")
@@ -162,7 +220,7 @@ class Params(_Section):
     prepare: PrepareParams = Field(default_factory=PrepareParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
-    methods: dict[Name, MethodParams] = Field(default_factory=lambda: {"baseline": MethodParams()})
+    methods: dict[Name, MethodParams] = Field(default_factory=lambda: dict(DEFAULT_METHODS))
     pipeline: PipelineParams = Field(default_factory=PipelineParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -74,22 +75,28 @@ def _progress(loader: DataLoader, description: str) -> tqdm:
 def train_epoch(
     model: nn.Module,
     loader: DataLoader,
-    loss_fn: nn.Module,
+    objective: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
     optimizer: torch.optim.Optimizer,
     *,
     description: str = "train",
-) -> float:
-    """One pass over ``loader``; returns the mean loss per image."""
+) -> dict[str, float]:
+    """One pass over ``loader`` minimising ``objective(model, images, targets)``.
+
+    Returns:
+        Mean per image of the loss (``"loss"``) and of each term the objective reports.
+    """
     model.train()
-    total, count = 0.0, 0
+    totals: dict[str, torch.Tensor] = {}
+    count = 0
     for images, targets in _progress(loader, description):
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(images), targets)
+        loss, terms = objective(model, images, targets)
         loss.backward()
         optimizer.step()
-        total += float(loss.detach()) * len(images)
+        for name, value in {"loss": loss.detach(), **terms}.items():
+            totals[name] = totals.get(name, 0.0) + value * len(images)
         count += len(images)
-    return total / count
+    return {name: float(total) / count for name, total in totals.items()}
 
 
 @torch.no_grad()

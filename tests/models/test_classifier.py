@@ -38,13 +38,19 @@ def test_cpu_default_keeps_an_8x8_map_at_128px() -> None:
     assert seen["shape"][-2:] == (8, 8)
 
 
-def _save(path: Path, model: torch.nn.Module, architecture: str = "resnet10_small") -> None:
+def _save(
+    path: Path,
+    model: torch.nn.Module,
+    architecture: str = "resnet10_small",
+    attention: str = "none",
+) -> None:
     save_checkpoint(
         path,
         model,
         architecture=architecture,
         num_classes=3,
         in_channels=1,
+        attention=attention,
         classes=["a", "b", "c"],
         task="multiclass",
         optimizer=torch.optim.Adam(model.parameters()),
@@ -62,7 +68,7 @@ def test_checkpoint_round_trip_weights_only(tmp_path: Path) -> None:
     _save(path, model)
     raw = torch.load(path, weights_only=True)
     assert raw["architecture"] == "resnet10_small" and raw["epoch"] == 4
-    assert raw["model_args"] == {"num_classes": 3, "in_channels": 1}
+    assert raw["model_args"] == {"num_classes": 3, "in_channels": 1, "attention": "none"}
     assert raw["optimizer"] is not None and raw["params_sha256"] == "0" * 64
     loaded, meta = load_checkpoint(path, architecture="resnet10_small")
     assert not loaded.training
@@ -106,3 +112,24 @@ def test_unknown_architecture() -> None:
         ValueError, match="accepted: " + str(sorted(ARCHITECTURES)).replace("[", r"\[")
     ):
         build_classifier("vgg16", num_classes=2)
+
+
+@pytest.mark.parametrize("attention", ["se", "cbam"])
+def test_checkpoint_with_attention_round_trips_and_is_checked(
+    tmp_path: Path, attention: str
+) -> None:
+    torch.manual_seed(0)
+    model = build_classifier("resnet10_small", num_classes=3, attention=attention).eval()
+    path = tmp_path / "classifier.pt"
+    _save(path, model, attention=attention)
+    loaded, _ = load_checkpoint(path, architecture="resnet10_small", attention=attention)
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    with pytest.raises(CheckpointError, match=f"attention '{attention}', but 'none'"):
+        load_checkpoint(path, attention="none")
+
+
+def test_unknown_attention() -> None:
+    with pytest.raises(ValueError, match="unknown attention 'vit'"):
+        build_classifier("resnet18", num_classes=2, attention="vit")

@@ -13,7 +13,7 @@ from sibnet.config import Params, validate_params
 from sibnet.data.prepared import PreparedError
 from sibnet.models.classifier import CheckpointError, load_checkpoint
 from sibnet.stages.evaluate import evaluate
-from sibnet.stages.train import class_weights, train
+from sibnet.stages.train import HISTORY_COLUMNS, class_weights, train
 from tests.conftest import with_changes
 
 
@@ -36,7 +36,8 @@ def test_train_writes_a_self_describing_checkpoint(
     tiny_params: Params, prepared_tiny: Path, trained_tiny: Path
 ) -> None:
     history = pd.read_csv(trained_tiny.parent / "history.csv")
-    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_auc"]
+    assert list(history.columns) == list(HISTORY_COLUMNS)
+    assert history["train_cd"].isna().all()  # a cross-entropy method has no SIBnet terms
     assert list(history["epoch"]) == [1, 2]
     _, meta = load_checkpoint(trained_tiny, architecture="resnet10_small")
     assert meta["epoch"] == int(history.loc[history["val_auc"].idxmax(), "epoch"])
@@ -54,6 +55,21 @@ def test_same_params_give_identical_outputs(
     assert (tmp_path / "history.csv").read_bytes() == (
         trained_tiny.parent / "history.csv"
     ).read_bytes()
+
+
+def test_data_loader_workers_change_nothing(
+    tiny_params: Params, prepared_tiny: Path, tmp_path: Path
+) -> None:
+    params = with_changes(_untracked(tiny_params), train={"epochs": 1})
+    _train(params, prepared_tiny, tmp_path / "main")
+    workers = with_changes(params, train={"num_workers": 2})
+    _train(workers, prepared_tiny, tmp_path / "workers")
+    assert (tmp_path / "workers/history.csv").read_bytes() == (
+        tmp_path / "main/history.csv"
+    ).read_bytes()
+    main_state = load_checkpoint(tmp_path / "main/classifier.pt")[1]["state_dict"]
+    worker_state = load_checkpoint(tmp_path / "workers/classifier.pt")[1]["state_dict"]
+    assert all(torch.equal(main_state[k], worker_state[k]) for k in main_state)
 
 
 def test_another_seed_gives_another_model(
@@ -183,3 +199,28 @@ def test_predictions_use_eval_mode(trained_tiny: Path) -> None:
     x = torch.rand(4, 1, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(x), model(x))
+
+
+def test_sibnet_method_logs_every_loss_term(
+    tiny_params: Params, prepared_tiny: Path, tmp_path: Path, mlflow_uri: str
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    params = with_changes(tiny_params, train={"epochs": 2}, tracking={"experiment": "t-sibnet"})
+    history = train(
+        params,
+        prepared=prepared_tiny,
+        checkpoint=tmp_path / "classifier.pt",
+        history=tmp_path / "history.csv",
+        method="sibnet",
+        seed=0,
+    )
+    assert history[["train_task", "train_cd", "train_sc"]].notna().all().all()
+    _, meta = load_checkpoint(tmp_path / "classifier.pt", attention="se")
+    assert set(meta["extra"]["term_scales"]) == {"cd", "sc"}
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("t-sibnet").experiment_id])
+    for name in ("train_task", "train_cd", "train_sc", "train_loss"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [1, 2]
+    assert run.data.params["method.objective"] == "sibnet"
+    assert run.data.params["method.lambda_cd"] == "1.2"

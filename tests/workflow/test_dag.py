@@ -59,7 +59,7 @@ def _dvc_commands(copy: Path) -> list[str]:
 
 def test_snakemake_and_dvc_run_the_same_commands(copy: Path) -> None:
     snakemake = _snakemake_commands(copy)
-    assert len(snakemake) == 1 + 2 * 2  # prepare + (train, evaluate) × 2 seeds
+    assert len(snakemake) == 1 + 2 * 2 * 2  # prepare + (train, evaluate) × 2 methods × 2 seeds
     assert snakemake == _dvc_commands(copy)
 
 
@@ -74,3 +74,12 @@ def test_snakemake_validates_params_before_scheduling(tmp_path: Path) -> None:
     copy = copy_repository(tmp_path / "repo", params=bad)
     with pytest.raises(AssertionError, match=r"train\.epochs"):
         run(["snakemake", "-n", "--cores", "1"], copy, env=clean_env())
+
+
+def test_the_local_profile_is_accepted(copy: Path) -> None:
+    result = run(
+        ["snakemake", "-n", "--forceall", "--profile", "workflow/profiles/default"],
+        copy,
+        env=clean_env(),
+    )
+    assert "prepare" in result.stdout + result.stderr

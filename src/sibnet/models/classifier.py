@@ -25,6 +25,7 @@ from monai.networks.nets import DenseNet121, ResNet
 from torch import nn
 
 from sibnet.files import atomic_file
+from sibnet.models.attention import ATTENTION_KINDS, add_attention
 
 __all__ = [
     "ARCHITECTURES",
@@ -60,13 +61,17 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable, or does not fit what the caller expects."""
 
 
-def build_classifier(architecture: str, num_classes: int, in_channels: int = 1) -> nn.Module:
+def build_classifier(
+    architecture: str, num_classes: int, in_channels: int = 1, attention: str = "none"
+) -> nn.Module:
     """Build a randomly initialised classifier.
 
     Args:
         architecture: a key of :data:`ARCHITECTURES`.
         num_classes: number of output logits ``C``.
         in_channels: image channels (1 for radiographs).
+        attention: ``"none"``, ``"se"`` or ``"cbam"``: attention blocks inserted into every
+            block of the backbone (:func:`sibnet.models.attention.add_attention`).
 
     Returns:
         A module mapping ``(B, in_channels, H, W)`` images to ``(B, C)`` logits.
@@ -77,10 +82,16 @@ def build_classifier(architecture: str, num_classes: int, in_channels: int = 1) 
         )
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if attention not in ATTENTION_KINDS:
+        raise ValueError(f"unknown attention {attention!r}; accepted: {list(ATTENTION_KINDS)}")
     options = ARCHITECTURES[architecture]
     if architecture == "densenet121":
-        return DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=num_classes)
-    return ResNet(spatial_dims=2, n_input_channels=in_channels, num_classes=num_classes, **options)
+        model = DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=num_classes)
+    else:
+        model = ResNet(
+            spatial_dims=2, n_input_channels=in_channels, num_classes=num_classes, **options
+        )
+    return add_attention(model, attention)
 
 
 def params_hash(section: Any) -> str:
@@ -97,6 +108,7 @@ def save_checkpoint(
     architecture: str,
     num_classes: int,
     in_channels: int,
+    attention: str,
     classes: list[str],
     task: str,
     optimizer: torch.optim.Optimizer | None,
@@ -108,13 +120,18 @@ def save_checkpoint(
     """Write a self-describing checkpoint atomically (loadable with ``weights_only=True``).
 
     The file holds the weights, the optimizer state, the epoch, the arguments that build the
-    network (``architecture``, ``num_classes``, ``in_channels``), the class names and task, the
+    network (``architecture``, ``num_classes``, ``in_channels``, ``attention``), the class names
+    and task, the
     metrics at that epoch and a hash of the params that produced it.
     """
     payload = {
         "format": CHECKPOINT_FORMAT,
         "architecture": architecture,
-        "model_args": {"num_classes": num_classes, "in_channels": in_channels},
+        "model_args": {
+            "num_classes": num_classes,
+            "in_channels": in_channels,
+            "attention": attention,
+        },
         "classes": list(classes),
         "task": task,
         "epoch": epoch,
@@ -131,7 +148,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: str | Path, *, architecture: str | None = None
+    path: str | Path, *, architecture: str | None = None, attention: str | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a classifier checkpoint written by :func:`save_checkpoint`.
 
@@ -139,6 +156,7 @@ def load_checkpoint(
         path: the ``classifier.pt`` file.
         architecture: if given, the architecture the caller expects; a checkpoint of another
             architecture raises :class:`CheckpointError` instead of failing on mismatched weights.
+        attention: if given, the attention kind the caller expects (checked likewise).
 
     Returns:
         ``(model, checkpoint)``: the model in eval mode with the stored weights, and the whole
@@ -159,6 +177,11 @@ def load_checkpoint(
     if architecture is not None and found != architecture:
         raise CheckpointError(
             f"{path}: checkpoint is a {found!r} network, but {architecture!r} was expected"
+        )
+    found_attention = checkpoint["model_args"].get("attention", "none")
+    if attention is not None and found_attention != attention:
+        raise CheckpointError(
+            f"{path}: checkpoint has attention {found_attention!r}, but {attention!r} was expected"
         )
     model = build_classifier(found, **checkpoint["model_args"])
     try:

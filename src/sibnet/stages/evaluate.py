@@ -42,13 +42,16 @@ def evaluate(
     labels and per-class probabilities).
 
     Raises:
-        CheckpointError: the checkpoint is not of the method's architecture, or was trained on
-            other classes than the dataset's.
+        CheckpointError: the checkpoint is not of the method's architecture or attention kind,
+            or was trained on other classes than the dataset's.
     """
     settings = params.evaluate
     configure_torch(settings.threads)
     dataset = PreparedDataset.open(prepared, verify=True)
-    model, stored = load_checkpoint(checkpoint, architecture=params.method(method).architecture)
+    spec = params.method(method)
+    model, stored = load_checkpoint(
+        checkpoint, architecture=spec.architecture, attention=spec.attention
+    )
     if stored["classes"] != dataset.classes or stored["task"] != dataset.task:
         raise CheckpointError(
             f"{checkpoint}: trained for {stored['task']} classes {stored['classes']}, but "

@@ -20,11 +20,22 @@ from sibnet.engine import make_loader, predict, task_loss, train_epoch
 from sibnet.files import atomic_file
 from sibnet.metrics.classification import macro_auc
 from sibnet.models.classifier import build_classifier, params_hash, save_checkpoint
+from sibnet.objectives import build_objective
 from sibnet.plots import plot_training_curves
 from sibnet.reproducibility import configure_torch, seed_everything
 from sibnet.tracking import start_run
 
-__all__ = ["class_weights", "train", "training_params"]
+__all__ = ["HISTORY_COLUMNS", "class_weights", "train", "training_params"]
+
+HISTORY_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_task",
+    "train_cd",
+    "train_sc",
+    "val_loss",
+    "val_auc",
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +72,9 @@ def train(
         params: validated params (sections ``train`` and ``methods.<method>`` are used).
         prepared: prepared dataset folder.
         checkpoint: output ``classifier.pt`` (best epoch; see :func:`save_checkpoint`).
-        history: output CSV with one row per epoch: ``epoch, train_loss, val_loss, val_auc``.
+        history: output CSV, one row per epoch (:data:`HISTORY_COLUMNS`): the training loss and
+            its terms (task loss, class distinctiveness ``cd`` and spatial coherence ``sc``,
+            empty where the method has no such term), validation task loss and macro AUC.
         method: name of a method in ``params.methods``.
         seed: seed of initialisation and shuffling.
 
@@ -75,10 +88,13 @@ def train(
     train_set, val_set = PreparedImages(dataset, "train"), PreparedImages(dataset, "val")
 
     seed_everything(seed)
-    model = build_classifier(spec.architecture, num_classes=len(dataset.classes))
+    model = build_classifier(
+        spec.architecture, num_classes=len(dataset.classes), attention=spec.attention
+    )
     weights = None
     if settings.class_weights:
         weights = class_weights(dataset.labels[train_set.rows], dataset.task)
+    objective = build_objective(spec, dataset.task, weights)
     loss_fn = task_loss(dataset.task, weights)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
@@ -101,25 +117,26 @@ def train(
             range(1, settings.epochs + 1), desc=f"{method} seed {seed}", disable=None
         ):
             started = time.perf_counter()
-            train_loss = train_epoch(model, train_loader, loss_fn, optimizer)
+            terms = train_epoch(model, train_loader, objective, optimizer)
             probs, targets, val_loss = predict(model, val_loader, dataset.task, loss_fn)
             val_auc = macro_auc(probs, targets)
             row = {
                 "epoch": epoch,
-                "train_loss": train_loss,
+                "train_loss": terms["loss"],
+                "train_task": terms["task"],
+                "train_cd": terms.get("cd", float("nan")),
+                "train_sc": terms.get("sc", float("nan")),
                 "val_loss": val_loss,
                 "val_auc": val_auc,
             }
             rows.append(row)
             log.info(
-                "%s seed %d epoch %d/%d: train_loss %.4f val_loss %.4f val_auc %.4f",
+                "%s seed %d epoch %d/%d: %s",
                 method,
                 seed,
                 epoch,
                 settings.epochs,
-                train_loss,
-                val_loss,
-                val_auc,
+                " ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"),
             )
             tracker.log_metrics({**row, "epoch_seconds": time.perf_counter() - started}, step=epoch)
             score = val_auc if np.isfinite(val_auc) else -np.inf  # NaN: no AUC defined
@@ -131,7 +148,7 @@ def train(
                     "optimizer": copy.deepcopy(optimizer.state_dict()),
                 }
 
-        table = pd.DataFrame(rows)
+        table = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
         log.info("best epoch %d (val_auc %.4f) → %s", best["epoch"], best["val_auc"], checkpoint)
         model.load_state_dict(best["state"])
         optimizer.load_state_dict(best["optimizer"])
@@ -141,6 +158,7 @@ def train(
             architecture=spec.architecture,
             num_classes=len(dataset.classes),
             in_channels=1,
+            attention=spec.attention,
             classes=dataset.classes,
             task=dataset.task,
             optimizer=optimizer,
@@ -152,6 +170,7 @@ def train(
                 "method": method,
                 "seed": seed,
                 "prepared_manifest_sha256": dataset.meta["manifest_sha256"],
+                "term_scales": objective.scales() if hasattr(objective, "scales") else {},
             },
         )
         with atomic_file(history) as tmp:

@@ -1,0 +1,136 @@
+"""Training objectives: the task loss, optionally plus the SIBnet saliency terms.
+
+An objective runs the model on a batch and returns the loss to minimise together with its
+terms for logging. ``cross_entropy`` is the task loss alone (softmax cross-entropy or per-label
+BCE, see :func:`sibnet.engine.task_loss`). ``sibnet`` (Mahapatra, Poellinger & Reyes, Medical
+Image Analysis 81, 2022) computes every class's Grad-CAM map from the same forward pass
+(:func:`sibnet.saliency.logits_and_grad_cam`, differentiable) and adds
+
+    loss = task + λ_cd · CD(maps) / s_cd + λ_sc · SC(maps) / s_sc
+
+with CD the class-distinctiveness and SC the spatial-coherence loss (:mod:`sibnet.losses`).
+With ``normalize_terms`` the scales ``s`` are the terms' values at the first training step
+(the original implementation's scheme, which puts both terms on the task loss's scale);
+otherwise ``s = 1``. A term whose weight is 0 is not computed (the ablations).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sibnet.config import MethodParams
+from sibnet.engine import task_loss
+from sibnet.losses import class_distinctiveness, spatial_coherence
+from sibnet.saliency import logits_and_grad_cam
+
+__all__ = ["Objective", "SibnetObjective", "TaskObjective", "build_objective"]
+
+Terms = dict[str, torch.Tensor]
+
+
+class Objective(nn.Module):
+    """``forward(model, images, targets) -> (loss, terms)``; terms are detached scalars."""
+
+    def forward(
+        self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, Terms]:
+        raise NotImplementedError
+
+
+class TaskObjective(Objective):
+    """The task loss alone. ``images`` ``(B, 1, H, W)``, ``targets`` ``(B, C)`` 0/1."""
+
+    def __init__(self, task: nn.Module) -> None:
+        super().__init__()
+        self.task = task
+
+    def forward(
+        self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, Terms]:
+        loss = self.task(model(images), targets)
+        return loss, {"task": loss.detach()}
+
+
+class SibnetObjective(Objective):
+    """Task loss + weighted class-distinctiveness and spatial-coherence terms on Grad-CAM maps.
+
+    Args:
+        task: the task loss on ``(B, C)`` logits and targets.
+        lambda_cd, lambda_sc: weights of the two terms (≥ 0, not both 0).
+        normalize_terms: divide each term by its value at the first training step.
+        sc_kernel: the spatial-coherence neighbourhood (odd).
+        layer_name: dotted name of the Grad-CAM layer in the model; ``None`` for the default
+            (the last feature map before global pooling).
+    """
+
+    def __init__(
+        self,
+        task: nn.Module,
+        *,
+        lambda_cd: float,
+        lambda_sc: float,
+        normalize_terms: bool,
+        sc_kernel: int = 9,
+        layer_name: str | None = None,
+    ) -> None:
+        super().__init__()
+        if lambda_cd < 0 or lambda_sc < 0 or lambda_cd + lambda_sc == 0:
+            raise ValueError(
+                f"need lambda_cd, lambda_sc >= 0 and not both 0; got {lambda_cd}, {lambda_sc}"
+            )
+        self.task = task
+        self.lambda_cd, self.lambda_sc = lambda_cd, lambda_sc
+        self.normalize_terms = normalize_terms
+        self.sc_kernel = sc_kernel
+        self.layer_name = layer_name
+        self.register_buffer("scale_cd", torch.tensor(1.0))
+        self.register_buffer("scale_sc", torch.tensor(1.0))
+        self._scales_known: set[str] = set()
+
+    def _scaled(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        if not self.normalize_terms:
+            return value
+        scale: torch.Tensor = getattr(self, f"scale_{name}")
+        if name not in self._scales_known:  # first training step: remember the term's size
+            scale.copy_(value.detach().clamp_min(1e-12))
+            self._scales_known.add(name)
+        return value / scale
+
+    def scales(self) -> dict[str, float]:
+        """The normalisation scales in use (``{}`` before the first step or without them)."""
+        return {name: float(getattr(self, f"scale_{name}")) for name in sorted(self._scales_known)}
+
+    def forward(
+        self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, Terms]:
+        layer = model.get_submodule(self.layer_name) if self.layer_name else None
+        logits, maps = logits_and_grad_cam(model, images, layer=layer, create_graph=True)
+        task = self.task(logits, targets)
+        loss = task
+        terms: Terms = {"task": task.detach()}
+        if self.lambda_cd > 0:
+            cd = class_distinctiveness(maps)
+            loss = loss + self.lambda_cd * self._scaled("cd", cd)
+            terms["cd"] = cd.detach()
+        if self.lambda_sc > 0:
+            sc = spatial_coherence(maps, kernel_size=self.sc_kernel)
+            loss = loss + self.lambda_sc * self._scaled("sc", sc)
+            terms["sc"] = sc.detach()
+        return loss, terms
+
+
+def build_objective(
+    method: MethodParams, task: str, class_weights: torch.Tensor | None = None
+) -> Objective:
+    """The objective a method trains with, for a ``multiclass`` or ``multilabel`` task."""
+    loss = task_loss(task, class_weights)
+    if method.objective == "cross_entropy":
+        return TaskObjective(loss)
+    return SibnetObjective(
+        loss,
+        lambda_cd=method.lambda_cd,
+        lambda_sc=method.lambda_sc,
+        normalize_terms=method.normalize_terms,
+        sc_kernel=method.sc_kernel,
+    )
