@@ -4,9 +4,9 @@ Runs the real DAG in a fresh copy of the repository and measures wall time and p
 (the largest total resident memory of the snakemake process tree, sampled every 0.1 s), then
 reads the test macro AUC of every trained method and seed. Run from the repository root:
 
-    python -m benchmarks.pipeline [--params params.yaml] [--keep DIR]
+    python -m benchmarks.pipeline [--params params.yaml] [--keep DIR] [--out FILE]
 
-Results are printed and written to benchmarks/results/pipeline.json.
+Results are printed and written to ``--out`` (default benchmarks/results/pipeline.json).
 """
 
 from __future__ import annotations
@@ -74,6 +74,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "pipeline.json"
+    )
     args = parser.parse_args()
     params = load_params(args.params)
     with tempfile.TemporaryDirectory() as folder:
@@ -98,9 +101,8 @@ def main() -> None:
         ),
         "machine": {"cpus": psutil.cpu_count(), "python": platform.python_version()},
     }
-    out = ROOT / "benchmarks" / "results" / "pipeline.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

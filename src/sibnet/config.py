@@ -173,9 +173,10 @@ DEFAULT_METHODS: dict[str, MethodParams] = {
 class TrainParams(_Section):
     """The ``train`` stage: optimisation settings shared by every method and seed."""
 
-    epochs: int = Field(8, ge=1, le=10_000)
+    epochs: int = Field(6, ge=1, le=10_000)
     batch_size: int = Field(32, ge=1, le=65_536)
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
     class_weights: bool = False
     num_workers: int = Field(0, ge=0, le=64)

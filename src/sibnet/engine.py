@@ -78,9 +78,12 @@ def train_epoch(
     objective: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
     optimizer: torch.optim.Optimizer,
     *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     description: str = "train",
 ) -> dict[str, float]:
     """One pass over ``loader`` minimising ``objective(model, images, targets)``.
+
+    ``scheduler``, if given, steps after every batch.
 
     Returns:
         Mean per image of the loss (``"loss"``) and of each term the objective reports.
@@ -93,6 +96,8 @@ def train_epoch(
         loss, terms = objective(model, images, targets)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         for name, value in {"loss": loss.detach(), **terms}.items():
             totals[name] = totals.get(name, 0.0) + value * len(images)
         count += len(images)

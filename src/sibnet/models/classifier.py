@@ -115,14 +115,15 @@ def save_checkpoint(
     epoch: int,
     metrics: dict[str, float],
     params_sha256: str,
+    scheduler_state: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Write a self-describing checkpoint atomically (loadable with ``weights_only=True``).
 
-    The file holds the weights, the optimizer state, the epoch, the arguments that build the
-    network (``architecture``, ``num_classes``, ``in_channels``, ``attention``), the class names
-    and task, the
-    metrics at that epoch and a hash of the params that produced it.
+    The file holds the weights, the optimizer and learning-rate scheduler states, the epoch,
+    the arguments that build the network (``architecture``, ``num_classes``, ``in_channels``,
+    ``attention``), the class names and task, the metrics at that epoch and a hash of the params
+    that produced it.
     """
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -139,6 +140,7 @@ def save_checkpoint(
         "params_sha256": params_sha256,
         "state_dict": model.state_dict(),
         "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "scheduler": scheduler_state,
         "extra": dict(extra or {}),
     }
     with atomic_file(path) as tmp, open(tmp, "wb") as handle:

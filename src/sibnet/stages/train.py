@@ -107,6 +107,11 @@ def train(
         num_workers=settings.num_workers,
     )
     val_loader = make_loader(val_set, batch_size=settings.batch_size, shuffle=False, seed=seed)
+    scheduler = None
+    if settings.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=settings.epochs * len(train_loader)
+        )
 
     described = training_params(params, method)
     rows: list[dict[str, float]] = []
@@ -117,7 +122,7 @@ def train(
             range(1, settings.epochs + 1), desc=f"{method} seed {seed}", disable=None
         ):
             started = time.perf_counter()
-            terms = train_epoch(model, train_loader, objective, optimizer)
+            terms = train_epoch(model, train_loader, objective, optimizer, scheduler=scheduler)
             probs, targets, val_loss = predict(model, val_loader, dataset.task, loss_fn)
             val_auc = macro_auc(probs, targets)
             row = {
@@ -146,6 +151,7 @@ def train(
                     "score": score,
                     "state": copy.deepcopy(model.state_dict()),
                     "optimizer": copy.deepcopy(optimizer.state_dict()),
+                    "scheduler": None if scheduler is None else scheduler.state_dict(),
                 }
 
         table = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
@@ -162,6 +168,7 @@ def train(
             classes=dataset.classes,
             task=dataset.task,
             optimizer=optimizer,
+            scheduler_state=best["scheduler"],
             epoch=int(best["epoch"]),
             metrics={k: float(best[k]) for k in ("train_loss", "val_loss", "val_auc")},
             params_sha256=params_hash(described),
