@@ -21,13 +21,15 @@ def _untracked(params: Params) -> Params:
     return with_changes(params, tracking={"enabled": False})
 
 
-def _train(params: Params, prepared: Path, folder: Path, seed: int = 0) -> pd.DataFrame:
+def _train(
+    params: Params, prepared: Path, folder: Path, seed: int = 0, method: str = "baseline"
+) -> pd.DataFrame:
     return train(
         params,
         prepared=prepared,
         checkpoint=folder / "classifier.pt",
         history=folder / "history.csv",
-        method="baseline",
+        method=method,
         seed=seed,
     )
 
@@ -207,14 +209,7 @@ def test_sibnet_method_logs_every_loss_term(
     from mlflow.tracking import MlflowClient
 
     params = with_changes(tiny_params, train={"epochs": 2}, tracking={"experiment": "t-sibnet"})
-    history = train(
-        params,
-        prepared=prepared_tiny,
-        checkpoint=tmp_path / "classifier.pt",
-        history=tmp_path / "history.csv",
-        method="sibnet",
-        seed=0,
-    )
+    history = _train(params, prepared_tiny, tmp_path, method="sibnet")
     assert history[["train_task", "train_cd", "train_sc"]].notna().all().all()
     _, meta = load_checkpoint(tmp_path / "classifier.pt", attention="se")
     assert set(meta["extra"]["term_scales"]) == {"cd", "sc"}
