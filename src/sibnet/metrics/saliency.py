@@ -1,0 +1,187 @@
+"""Saliency agreement: how well a saliency map localises a finding, against its expert mask.
+
+Following the SIBnet paper's protocol, one ``(H, W)`` map at input resolution is
+
+1. scaled to [0, 1] (min–max; a constant map becomes all zeros),
+2. binarised: Otsu's threshold (``"otsu"``, scikit-image), a fixed threshold in [0, 1]
+   (a float), or the top k per cent of pixels (``"top10%"``); foreground is ``> threshold``,
+3. replaced by the convex hull of its foreground pixel centres (``scipy.spatial.ConvexHull``,
+   default options), rasterised: a pixel is inside if its centre lies in the hull (boundary
+   included),
+
+and the hull mask is scored against the ground-truth mask with Dice, HD95 and SSIM. The same
+scores on the binarised map without the hull, and the pointing game (is the map's maximum
+inside the mask), are reported too.
+
+Degenerate cases (documented here, tested):
+
+- **empty binarisation** (e.g. a constant map): the hull is empty;
+- **fewer than three foreground pixels, or all collinear** (Qhull cannot build a 2-D hull):
+  the hull mask is the foreground itself (the hull of collinear pixel centres is the segment
+  through them, which those pixels already rasterise);
+- **empty prediction or empty ground truth**: Dice is 1 if both are empty, else 0; HD95 is 0
+  if both are empty and NaN (undefined) if exactly one is — summaries count NaNs separately;
+  SSIM is always defined.
+
+HD95 is the symmetric 95th percentile Hausdorff distance between the two masks' boundaries
+(boundary = mask XOR its binary erosion, 3×3 cross), ``max(p95(d(A→B)), p95(d(B→A)))`` over
+boundary pixels, as MONAI's ``compute_hausdorff_distance(..., percentile=95)``; in pixels, or
+in physical units with ``spacing`` (row, column).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+from skimage.filters import threshold_otsu
+from skimage.metrics import structural_similarity
+
+__all__ = ["binarise", "convex_hull_mask", "dice", "hd95", "saliency_agreement"]
+
+_TOP = re.compile(r"^top(\d+(?:\.\d+)?)%$")
+
+
+def binarise(saliency: np.ndarray, threshold: str | float = "otsu") -> np.ndarray:
+    """Scale an ``(H, W)`` map to [0, 1] and threshold it; returns an ``(H, W)`` bool mask."""
+    saliency = np.asarray(saliency, dtype=np.float64)
+    if saliency.ndim != 2:
+        raise ValueError(f"saliency must be an (H, W) map, got shape {saliency.shape}")
+    if not np.isfinite(saliency).all():
+        raise ValueError("saliency contains NaN or infinity")
+    low, high = saliency.min(), saliency.max()
+    if high == low:
+        return np.zeros(saliency.shape, dtype=bool)
+    scaled = (saliency - low) / (high - low)
+    if isinstance(threshold, int | float) and not isinstance(threshold, bool):
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"a fixed threshold must lie in [0, 1], got {threshold}")
+        return scaled > threshold
+    if threshold == "otsu":
+        return scaled > threshold_otsu(scaled)
+    match = _TOP.match(str(threshold))
+    if match and 0 < float(match.group(1)) <= 100:
+        keep = max(1, round(scaled.size * float(match.group(1)) / 100))
+        cut = np.sort(scaled, axis=None)[-keep]
+        return scaled >= cut
+    raise ValueError(
+        f"threshold must be 'otsu', a number in [0, 1] or 'top<k>%' (0 < k <= 100); "
+        f"got {threshold!r}"
+    )
+
+
+def convex_hull_mask(foreground: np.ndarray) -> np.ndarray:
+    """Rasterised convex hull of the foreground pixel centres of an ``(H, W)`` bool mask.
+
+    Fewer than three pixels, or collinear ones, give the foreground itself (see the module
+    docstring).
+    """
+    return _hull(foreground)[0]
+
+
+def _hull(foreground: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(hull mask, degenerate)``; degenerate: 1–2 pixels or collinear ones."""
+    points = np.argwhere(foreground)
+    if len(points) < 3:
+        return foreground.copy(), len(points) > 0
+    try:
+        hull = ConvexHull(points)
+    except QhullError:  # all points collinear: the hull is a segment
+        return foreground.copy(), True
+    (r0, c0), (r1, c1) = points.min(axis=0), points.max(axis=0)
+    rows, cols = np.mgrid[r0 : r1 + 1, c0 : c1 + 1]
+    grid = np.stack([rows.ravel(), cols.ravel()], axis=1).astype(np.float64)
+    inside = (grid @ hull.equations[:, :2].T + hull.equations[:, 2] <= 1e-9).all(axis=1)
+    mask = np.zeros_like(foreground, dtype=bool)
+    mask[r0 : r1 + 1, c0 : c1 + 1] = inside.reshape(rows.shape)
+    return mask, False
+
+
+def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Dice coefficient ``2|A∩B| / (|A| + |B|)``; 1 when both masks are empty."""
+    total = prediction.sum() + truth.sum()
+    if total == 0:
+        return 1.0
+    return float(2.0 * np.logical_and(prediction, truth).sum() / total)
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    return mask ^ ndimage.binary_erosion(mask, border_value=0)
+
+
+def hd95(
+    prediction: np.ndarray, truth: np.ndarray, spacing: tuple[float, float] | None = None
+) -> float:
+    """Symmetric 95th-percentile Hausdorff distance between two ``(H, W)`` masks' boundaries.
+
+    0 when both masks are empty, NaN when exactly one is (undefined).
+    """
+    if not prediction.any() and not truth.any():
+        return 0.0
+    if not prediction.any() or not truth.any():
+        return float("nan")
+    sampling = (1.0, 1.0) if spacing is None else tuple(float(s) for s in spacing)
+    edges = _boundary(prediction), _boundary(truth)
+    directed = []
+    for source, target in (edges, edges[::-1]):
+        distance = ndimage.distance_transform_edt(~target, sampling=sampling)
+        directed.append(np.percentile(distance[source], 95))
+    return float(max(directed))
+
+
+def _scores(prediction: np.ndarray, truth: np.ndarray, spacing) -> dict[str, float]:
+    return {
+        "dice": dice(prediction, truth),
+        "hd95": hd95(prediction, truth, spacing),
+        "ssim": float(
+            structural_similarity(
+                prediction.astype(np.float64), truth.astype(np.float64), data_range=1.0
+            )
+        ),
+    }
+
+
+def saliency_agreement(
+    saliency: np.ndarray,
+    mask: np.ndarray,
+    *,
+    threshold: str | float = "otsu",
+    spacing: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Agreement of one saliency map with one ground-truth mask (see the module docstring).
+
+    Args:
+        saliency: ``(H, W)`` float map at the mask's resolution.
+        mask: ``(H, W)`` bool ground truth.
+        threshold: ``"otsu"``, a fixed threshold in [0, 1], or ``"top<k>%"``.
+        spacing: pixel spacing (row, column) for HD95 in physical units; pixels if ``None``.
+
+    Returns:
+        ``dice``, ``hd95``, ``ssim`` of the hull mask; ``dice_raw``, ``hd95_raw``,
+        ``ssim_raw`` of the binarised map; ``pointing_hit`` (bool); ``empty_binarisation``
+        and ``hull_degenerate`` flags; ``hull_fraction`` (hull area / image area).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    saliency = np.asarray(saliency, dtype=np.float64)
+    if mask.shape != saliency.shape:
+        raise ValueError(
+            f"saliency {saliency.shape} and mask {mask.shape} must have the same (H, W) shape"
+        )
+    foreground = binarise(saliency, threshold)
+    hull, degenerate = _hull(foreground)
+    points = int(foreground.sum())
+    peak = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
+    result: dict[str, Any] = _scores(hull, mask, spacing)
+    result.update({f"{k}_raw": v for k, v in _scores(foreground, mask, spacing).items()})
+    result.update(
+        {
+            "pointing_hit": bool(mask[peak]),
+            "empty_binarisation": points == 0,
+            "hull_degenerate": degenerate,
+            "hull_fraction": float(hull.mean()),
+        }
+    )
+    return result
