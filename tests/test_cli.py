@@ -42,30 +42,25 @@ def test_invalid_params_stop_the_stage_with_a_clear_error(
     assert not out.exists()
 
 
+def _stage_argv(stage: str, params: Path, folder: Path, method: str = "baseline") -> list[str]:
+    """A full command line for ``stage``: every path option points into ``folder``."""
+    spec = STAGES[stage]
+    argv = [stage, "--params", str(params)]
+    for option in (*spec.inputs, *spec.outputs):
+        argv += [f"--{option}", str(folder / option)]
+    if spec.per_method:
+        argv += ["--method", method, "--seed", "0"]
+    return argv
+
+
 def test_unknown_method_stops_before_any_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     params = tmp_path / "params.yaml"
     params.write_text("{}\n")
-    status = main(
-        [
-            "train",
-            "--params",
-            str(params),
-            "--prepared",
-            str(tmp_path / "none"),
-            "--checkpoint",
-            str(tmp_path / "c.pt"),
-            "--history",
-            str(tmp_path / "h.csv"),
-            "--method",
-            "vit",
-            "--seed",
-            "0",
-        ]
-    )
-    assert status == 2
+    assert main(_stage_argv("train", params, tmp_path, method="vit")) == 2
     assert "unknown method 'vit'" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoint").exists()
 
 
 def test_missing_prepared_dataset_is_named(
@@ -73,24 +68,5 @@ def test_missing_prepared_dataset_is_named(
 ) -> None:
     params = tmp_path / "params.yaml"
     params.write_text("tracking: {enabled: false}\n")
-    status = main(
-        [
-            "evaluate",
-            "--params",
-            str(params),
-            "--prepared",
-            str(tmp_path / "absent"),
-            "--checkpoint",
-            str(tmp_path / "c.pt"),
-            "--metrics",
-            str(tmp_path / "m.json"),
-            "--predictions",
-            str(tmp_path / "p.parquet"),
-            "--method",
-            "baseline",
-            "--seed",
-            "0",
-        ]
-    )
-    assert status == 2
-    assert "absent/dataset.json: not found" in capsys.readouterr().err
+    assert main(_stage_argv("evaluate", params, tmp_path)) == 2
+    assert "prepared/dataset.json: not found" in capsys.readouterr().err

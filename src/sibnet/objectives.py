@@ -30,7 +30,12 @@ Terms = dict[str, torch.Tensor]
 
 
 class Objective(nn.Module):
-    """``forward(model, images, targets) -> (loss, terms)``; terms are detached scalars."""
+    """``forward(model, images, targets) -> (loss, terms)``; terms are detached scalars.
+
+    Every objective holds its task loss as ``task`` (validation scores that loss alone).
+    """
+
+    task: nn.Module
 
     def forward(
         self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor

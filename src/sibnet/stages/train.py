@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from sibnet.config import Params
 from sibnet.data.prepared import PreparedDataset, PreparedImages
-from sibnet.engine import make_loader, predict, task_loss, train_epoch
+from sibnet.engine import make_loader, predict, train_epoch
 from sibnet.files import atomic_file
 from sibnet.metrics.classification import macro_auc
 from sibnet.models.classifier import build_classifier, params_hash, save_checkpoint
@@ -95,7 +95,6 @@ def train(
     if settings.class_weights:
         weights = class_weights(dataset.labels[train_set.rows], dataset.task)
     objective = build_objective(spec, dataset.task, weights)
-    loss_fn = task_loss(dataset.task, weights)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
@@ -123,7 +122,7 @@ def train(
         ):
             started = time.perf_counter()
             terms = train_epoch(model, train_loader, objective, optimizer, scheduler=scheduler)
-            probs, targets, val_loss = predict(model, val_loader, dataset.task, loss_fn)
+            probs, targets, val_loss = predict(model, val_loader, dataset.task, objective.task)
             val_auc = macro_auc(probs, targets)
             row = {
                 "epoch": epoch,
