@@ -45,6 +45,14 @@ def test_defaults_equal_the_shipped_params_file() -> None:
             "(top level)",
             "shortcut_class",
         ),
+        ({"robustness": {"sigmas": [0.1, 0.1]}}, "robustness.sigmas", "must not repeat"),
+        ({"robustness": {"sigmas": [-0.1]}}, "robustness.sigmas.0", "greater than or equal"),
+        ({"robustness": {"sigmas": []}}, "robustness.sigmas", "at least 1"),
+        ({"saliency": {"threshold": "median"}}, "saliency.threshold", "'top<k>%'"),
+        ({"saliency": {"threshold": 1.5}}, "saliency.threshold", "must lie in [0, 1]"),
+        ({"saliency": {"threshold": "top0%"}}, "saliency.threshold", "0 < k <= 100"),
+        ({"report": {"reference": "vit"}}, "(top level)", "not one of pipeline.methods"),
+        ({"prepare": {"dataset": "report"}}, "(top level)", "reserved"),
     ],
 )
 def test_invalid_values_name_the_key(raw: dict, key: str, hint: str) -> None:
@@ -54,6 +62,11 @@ def test_invalid_values_name_the_key(raw: dict, key: str, hint: str) -> None:
     assert message.startswith("p.yaml: invalid parameters")
     assert f"- {key}:" in message
     assert hint in message
+
+
+@pytest.mark.parametrize("threshold", ["otsu", 0.0, 0.5, 1.0, "top10%", "top2.5%", "top100%"])
+def test_accepted_saliency_thresholds(threshold: str | float) -> None:
+    assert validate_params({"saliency": {"threshold": threshold}}).saliency.threshold == threshold
 
 
 def test_all_problems_are_reported_together() -> None:

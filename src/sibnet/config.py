@@ -36,6 +36,9 @@ __all__ = [
     "PhantomParams",
     "PipelineParams",
     "PrepareParams",
+    "ReportParams",
+    "RobustnessParams",
+    "SaliencyParams",
     "SplitParams",
     "TrackingParams",
     "TrainParams",
@@ -61,7 +64,7 @@ class _Section(BaseModel):
 class PhantomParams(_Section):
     """Options of the built-in phantom dataset (see :func:`sibnet.data.phantom.make_phantom`)."""
 
-    n_images: int = Field(3000, ge=10, le=1_000_000)
+    n_images: int = Field(2400, ge=10, le=1_000_000)
     size: int = Field(128, ge=32, le=1024)
     seed: int = Field(0, ge=0)
     mode: Literal["multiclass", "multilabel"] = "multiclass"
@@ -106,12 +109,15 @@ class SplitParams(_Section):
 class PrepareParams(_Section):
     """The ``prepare`` stage: which dataset, from which source, split how."""
 
-    dataset: Name = "phantom"
+    dataset: Name = "phantom"  # not "report" or "plots": those are folders of results/
     source: Literal["phantom"] = "phantom"
     phantom: PhantomParams = Field(default_factory=PhantomParams)
     split: SplitParams = Field(default_factory=SplitParams)
     shard_size: int = Field(1024, ge=1, le=1_000_000)
 
+
+RESERVED_DATASET_NAMES = ("report", "plots")
+"""Folders of ``results/`` that hold the cross-run report, so no dataset may take their name."""
 
 _SIBNET_ONLY = ("lambda_cd", "lambda_sc", "normalize_terms", "sc_kernel")
 
@@ -173,25 +179,88 @@ DEFAULT_METHODS: dict[str, MethodParams] = {
 class TrainParams(_Section):
     """The ``train`` stage: optimisation settings shared by every method and seed."""
 
-    epochs: int = Field(6, ge=1, le=10_000)
-    batch_size: int = Field(32, ge=1, le=65_536)
+    epochs: int = Field(5, ge=1, le=10_000)
+    batch_size: int = Field(16, ge=1, le=65_536)
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
     class_weights: bool = False
     num_workers: int = Field(0, ge=0, le=64)
-    threads: int = Field(2, ge=1, le=256)
+    threads: int = Field(1, ge=1, le=256)
 
 
-class EvaluateParams(_Section):
-    """The ``evaluate`` stage: bootstrap confidence intervals and decision threshold."""
+class _Bootstrap(_Section):
+    """Percentile-bootstrap settings shared by the scoring stages."""
 
     bootstrap: int = Field(1000, ge=0, le=100_000)
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
     seed: int = Field(0, ge=0)
+
+
+class EvaluateParams(_Bootstrap):
+    """The ``evaluate`` stage: bootstrap confidence intervals and decision threshold."""
+
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
     batch_size: int = Field(128, ge=1, le=65_536)
-    threads: int = Field(2, ge=1, le=256)
+    threads: int = Field(1, ge=1, le=256)
+
+
+class RobustnessParams(_Bootstrap):
+    """The ``robustness`` stage: test macro AUC under additive Gaussian noise.
+
+    Noise ``N(0, σ²)`` is added to the test images in their [0, 1] intensity space (the models'
+    input space: no normalisation follows), then clipped to [0, 1] when ``clip`` is true. The
+    noise of each σ comes from a generator seeded by ``noise_seed`` and σ's index, identical for
+    every method and seed, so the methods see the same noisy images.
+    """
+
+    sigmas: list[Annotated[float, Field(ge=0.0, le=10.0)]] = Field(
+        default_factory=lambda: [0.0, 0.005, 0.01, 0.05, 0.1], min_length=1
+    )
+    clip: bool = True
+    noise_seed: int = Field(0, ge=0)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    threads: int = Field(1, ge=1, le=256)
+
+    @field_validator("sigmas")
+    @classmethod
+    def _distinct_sigmas(cls, sigmas: list[float]) -> list[float]:
+        if len(set(sigmas)) != len(sigmas):
+            raise ValueError(f"sigmas must not repeat, got {sigmas}")
+        return sigmas
+
+
+class SaliencyParams(_Bootstrap):
+    """The ``saliency`` stage: Grad-CAM maps scored against the lesion masks.
+
+    ``threshold`` binarises each map scaled to [0, 1]: ``otsu``, a number in [0, 1], or
+    ``top<k>%`` (see :mod:`sibnet.metrics.saliency`). ``max_images`` caps the annotated test
+    images scored (the first ones in manifest order; ``null``: all). ``overlay_images`` is how
+    many of them the report's overlay figure shows, the same ones for every method.
+    """
+
+    threshold: float | str = "otsu"
+    max_images: int | None = Field(None, ge=1)
+    overlay_images: int = Field(6, ge=0, le=64)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    threads: int = Field(1, ge=1, le=256)
+
+    @field_validator("threshold")
+    @classmethod
+    def _known_threshold(cls, threshold: float | str) -> float | str:
+        from sibnet.metrics.saliency import check_threshold
+
+        return check_threshold(threshold)
+
+
+class ReportParams(_Bootstrap):
+    """The ``report`` stage: tables and figures over every method and seed.
+
+    ``reference`` is the method every other is compared with (paired bootstrap differences over
+    the same test images); it must be one of ``pipeline.methods``.
+    """
+
+    reference: Name = "baseline"
 
 
 class PipelineParams(_Section):
@@ -221,6 +290,9 @@ class Params(_Section):
     prepare: PrepareParams = Field(default_factory=PrepareParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    robustness: RobustnessParams = Field(default_factory=RobustnessParams)
+    saliency: SaliencyParams = Field(default_factory=SaliencyParams)
+    report: ReportParams = Field(default_factory=ReportParams)
     methods: dict[Name, MethodParams] = Field(default_factory=lambda: dict(DEFAULT_METHODS))
     pipeline: PipelineParams = Field(default_factory=PipelineParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
@@ -232,6 +304,16 @@ class Params(_Section):
             raise ValueError(
                 f"pipeline.methods names {missing}, which the methods table does not define; "
                 f"defined: {sorted(self.methods)}"
+            )
+        if self.prepare.dataset in RESERVED_DATASET_NAMES:
+            raise ValueError(
+                f"prepare.dataset = {self.prepare.dataset!r} is reserved (results/"
+                f"{self.prepare.dataset}/ holds the report); choose another name"
+            )
+        if self.report.reference not in self.pipeline.methods:
+            raise ValueError(
+                f"report.reference = {self.report.reference!r} is not one of pipeline.methods "
+                f"{self.pipeline.methods}"
             )
         phantom = self.prepare.phantom
         if phantom.shortcut_class is not None:

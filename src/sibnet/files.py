@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "atomic_dir",
@@ -18,6 +22,7 @@ __all__ = [
     "sha256_bytes",
     "sha256_file",
     "write_json",
+    "write_npz",
 ]
 
 _CHUNK = 1 << 20
@@ -73,6 +78,21 @@ def write_json(path: str | Path, data: Any) -> None:
     text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
     with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` as a compressed ``.npz`` (readable by ``np.load``), atomically.
+
+    Unlike ``np.savez_compressed``, the bytes depend only on the arrays: members are written in
+    sorted order with a fixed timestamp, so a rerun reproduces the file exactly.
+    """
+    with atomic_file(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            buffer = io.BytesIO()
+            np.save(buffer, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            archive.writestr(info, buffer.getvalue())
 
 
 def sha256_file(path: str | Path) -> str:

@@ -14,10 +14,13 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
+from sibnet.metrics.bootstrap import bootstrap_indices, percentile_interval
+
 __all__ = [
     "accuracy",
     "balanced_accuracy",
     "bootstrap_macro_auc",
+    "bootstrap_macro_aucs",
     "classification_metrics",
     "macro_auc",
     "per_class_auc",
@@ -55,6 +58,46 @@ def macro_auc(probabilities: np.ndarray, targets: np.ndarray) -> float:
     return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
 
 
+def bootstrap_macro_aucs(
+    probabilities: np.ndarray, targets: np.ndarray, *, resamples: int, seed: int
+) -> np.ndarray:
+    """Macro AUC of several models on the same bootstrap resamples of the test images.
+
+    Args:
+        probabilities: ``(M, N, C)`` scores of ``M`` models (seeds, methods) on the same ``N``
+            images, or ``(N, C)`` for one model.
+        targets: ``(N, C)`` 0/1 labels.
+        resamples, seed: see :mod:`sibnet.metrics.bootstrap`.
+
+    Returns:
+        ``(resamples, M)`` macro AUCs (``(resamples, 1)`` for one model); NaN where a resample
+        has no class with both labels. Linear combinations along ``M`` (a mean over seeds, a
+        difference between methods) are paired: every model sees the same resampled images.
+    """
+    stack = np.asarray(probabilities, dtype=np.float64)
+    stack = stack[None] if stack.ndim == 2 else stack
+    if stack.ndim != 3:
+        raise ValueError(f"probabilities must have shape (M, N, C) or (N, C), got {stack.shape}")
+    for scores in stack:
+        _check(scores, targets)
+    targets = np.asarray(targets, dtype=np.float64)
+    models, n, classes = stack.shape
+    out = np.empty((resamples, models))
+    row = 0
+    for idx in bootstrap_indices(n, resamples, seed, per_item=models * classes):
+        scores = np.moveaxis(stack[:, idx], -1, 2)  # (M, b, C, n)
+        labels = np.moveaxis(targets[idx], -1, 1)  # (b, C, n)
+        aucs = _auc_from_ranks(scores, labels[None])  # (M, b, C)
+        defined = np.isfinite(aucs)
+        with np.errstate(invalid="ignore"):
+            macros = np.where(
+                defined.any(axis=2), np.nansum(aucs, axis=2) / defined.sum(axis=2), np.nan
+            )
+        out[row : row + len(idx)] = macros.T
+        row += len(idx)
+    return out
+
+
 def bootstrap_macro_auc(
     probabilities: np.ndarray,
     targets: np.ndarray,
@@ -65,33 +108,19 @@ def bootstrap_macro_auc(
 ) -> tuple[float, float, int]:
     """Percentile bootstrap confidence interval of the macro AUC, resampling images.
 
+    Args:
+        probabilities: ``(N, C)`` scores of one model, or ``(M, N, C)`` of several; then the
+            interval is that of their mean macro AUC (paired resamples).
+        targets: ``(N, C)`` 0/1 labels.
+
     Returns:
         ``(low, high, valid)``: the interval and how many resamples had a defined macro AUC.
         ``(nan, nan, 0)`` when ``resamples`` is 0.
     """
-    probabilities, targets = _check(probabilities, targets)
     if resamples == 0:
         return float("nan"), float("nan"), 0
-    rng = np.random.default_rng(seed)
-    n = len(targets)
-    macros = np.empty(resamples)
-    chunk = max(1, 2_000_000 // max(1, n * targets.shape[1]))
-    for start in range(0, resamples, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
-        scores = np.moveaxis(probabilities[idx], -1, 1)  # (b, C, n)
-        labels = np.moveaxis(targets[idx], -1, 1).astype(np.float64)
-        aucs = _auc_from_ranks(scores, labels)  # (b, C)
-        defined = np.isfinite(aucs)
-        with np.errstate(invalid="ignore"):
-            macros[start : start + len(idx)] = np.where(
-                defined.any(axis=1), np.nansum(aucs, axis=1) / defined.sum(axis=1), np.nan
-            )
-    valid = macros[np.isfinite(macros)]
-    if len(valid) == 0:
-        return float("nan"), float("nan"), 0
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(valid, [alpha, 1.0 - alpha])
-    return float(low), float(high), len(valid)
+    macros = bootstrap_macro_aucs(probabilities, targets, resamples=resamples, seed=seed)
+    return percentile_interval(macros.mean(axis=1), confidence)
 
 
 def _predictions(probabilities: np.ndarray, task: str, threshold: float) -> np.ndarray:

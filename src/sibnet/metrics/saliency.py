@@ -40,13 +40,33 @@ from scipy.spatial import ConvexHull, QhullError
 from skimage.filters import threshold_otsu
 from skimage.metrics import structural_similarity
 
-__all__ = ["binarise", "convex_hull_mask", "dice", "hd95", "saliency_agreement"]
+__all__ = ["binarise", "check_threshold", "convex_hull_mask", "dice", "hd95", "saliency_agreement"]
 
 _TOP = re.compile(r"^top(\d+(?:\.\d+)?)%$")
 
 
+def check_threshold(threshold: str | float) -> str | float:
+    """Return ``threshold`` if it is ``"otsu"``, a number in [0, 1] or ``"top<k>%"``.
+
+    Raises:
+        ValueError: anything else, naming what is accepted.
+    """
+    if isinstance(threshold, int | float) and not isinstance(threshold, bool):
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"a fixed threshold must lie in [0, 1], got {threshold}")
+        return threshold
+    match = _TOP.match(str(threshold))
+    if threshold == "otsu" or (match and 0 < float(match.group(1)) <= 100):
+        return threshold
+    raise ValueError(
+        f"threshold must be 'otsu', a number in [0, 1] or 'top<k>%' (0 < k <= 100); "
+        f"got {threshold!r}"
+    )
+
+
 def binarise(saliency: np.ndarray, threshold: str | float = "otsu") -> np.ndarray:
     """Scale an ``(H, W)`` map to [0, 1] and threshold it; returns an ``(H, W)`` bool mask."""
+    threshold = check_threshold(threshold)
     saliency = np.asarray(saliency, dtype=np.float64)
     if saliency.ndim != 2:
         raise ValueError(f"saliency must be an (H, W) map, got shape {saliency.shape}")
@@ -56,21 +76,13 @@ def binarise(saliency: np.ndarray, threshold: str | float = "otsu") -> np.ndarra
     if high == low:
         return np.zeros(saliency.shape, dtype=bool)
     scaled = (saliency - low) / (high - low)
-    if isinstance(threshold, int | float) and not isinstance(threshold, bool):
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"a fixed threshold must lie in [0, 1], got {threshold}")
-        return scaled > threshold
     if threshold == "otsu":
         return scaled > threshold_otsu(scaled)
-    match = _TOP.match(str(threshold))
-    if match and 0 < float(match.group(1)) <= 100:
-        keep = max(1, round(scaled.size * float(match.group(1)) / 100))
+    if isinstance(threshold, str):  # top<k>%
+        keep = max(1, round(scaled.size * float(_TOP.match(threshold).group(1)) / 100))
         cut = np.sort(scaled, axis=None)[-keep]
         return scaled >= cut
-    raise ValueError(
-        f"threshold must be 'otsu', a number in [0, 1] or 'top<k>%' (0 < k <= 100); "
-        f"got {threshold!r}"
-    )
+    return scaled > threshold
 
 
 def convex_hull_mask(foreground: np.ndarray) -> np.ndarray:

@@ -7,17 +7,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from sibnet.config import Params
-from sibnet.data.prepared import PreparedDataset, PreparedImages
-from sibnet.engine import make_loader, predict
+from sibnet.data.prepared import PreparedImages
+from sibnet.engine import make_loader
 from sibnet.files import atomic_file, sha256_file, write_json
-from sibnet.metrics.classification import classification_metrics
-from sibnet.models.classifier import CheckpointError, load_checkpoint
 from sibnet.plots import plot_roc
 from sibnet.reproducibility import configure_torch
+from sibnet.stages.common import (
+    open_classifier,
+    predictions_frame,
+    run_description,
+    score_loader,
+)
 from sibnet.tracking import start_run
 
 __all__ = ["evaluate"]
@@ -47,16 +48,7 @@ def evaluate(
     """
     settings = params.evaluate
     configure_torch(settings.threads)
-    dataset = PreparedDataset.open(prepared, verify=True)
-    spec = params.method(method)
-    model, stored = load_checkpoint(
-        checkpoint, architecture=spec.architecture, attention=spec.attention
-    )
-    if stored["classes"] != dataset.classes or stored["task"] != dataset.task:
-        raise CheckpointError(
-            f"{checkpoint}: trained for {stored['task']} classes {stored['classes']}, but "
-            f"{prepared} is {dataset.task} with classes {dataset.classes}"
-        )
+    model, stored, dataset = open_classifier(params, method, checkpoint, prepared)
     test_set = PreparedImages(dataset, "test")
     loader = make_loader(test_set, batch_size=settings.batch_size, shuffle=False, seed=0)
 
@@ -64,36 +56,20 @@ def evaluate(
         tracker.log_params(
             {"evaluate": settings.model_dump(mode="json"), "method": method, "seed": seed}
         )
-        probabilities, targets, _ = predict(model, loader, dataset.task)
-        results = classification_metrics(
-            probabilities,
-            targets,
-            task=dataset.task,
-            classes=dataset.classes,
-            resamples=settings.bootstrap,
-            confidence=settings.confidence,
-            seed=settings.seed,
-            threshold=settings.threshold,
-        )
+        probabilities, targets, results = score_loader(model, loader, dataset, settings)
         results.update(
             {
-                "dataset": params.prepare.dataset,
-                "method": method,
-                "seed": seed,
+                **run_description(params, method, seed),
                 "split": "test",
                 "checkpoint_epoch": int(stored["epoch"]),
                 "checkpoint_sha256": sha256_file(checkpoint),
             }
         )
-        frame = pd.DataFrame(
-            {
-                "id": dataset.manifest["id"].to_numpy()[test_set.rows],
-                "labels": [row.tolist() for row in targets],
-                **{
-                    f"prob_{name}": probabilities[:, index].astype(np.float32)
-                    for index, name in enumerate(dataset.classes)
-                },
-            }
+        frame = predictions_frame(
+            dataset.manifest["id"].to_numpy()[test_set.rows],
+            targets,
+            probabilities,
+            dataset.classes,
         )
         with atomic_file(predictions) as tmp:
             frame.to_parquet(tmp, index=False)
