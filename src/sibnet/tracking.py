@@ -3,7 +3,8 @@
 The tracking store is ``MLFLOW_TRACKING_URI`` when that is set (a tracking server such as
 ``http://mlflow.example.org:5000``, or any store MLflow accepts), and otherwise an embedded
 SQLite store ``mlflow.db`` in the working directory (the repository root under Snakemake and
-DVC), with artifacts under ``mlartifacts/``. Browse it with
+DVC), with artifacts under ``mlartifacts/``. Any SQLite store keeps its artifacts in
+``mlartifacts/`` beside the database file. Browse it with
 ``mlflow ui --backend-store-uri sqlite:///mlflow.db``.
 
 Every run is tagged with ``sibnet.stage``, ``sibnet.dataset``, ``sibnet.method``,
@@ -127,8 +128,9 @@ def start_run(
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         location = None
-        if uri == DEFAULT_TRACKING_URI:
-            location = Path(DEFAULT_ARTIFACT_ROOT).resolve().as_uri()
+        if uri.startswith("sqlite:///"):  # artifacts beside the database, not in ./mlruns
+            database = Path(uri.removeprefix("sqlite:///"))
+            location = (database.parent / DEFAULT_ARTIFACT_ROOT).resolve().as_uri()
         with contextlib.suppress(mlflow.exceptions.MlflowException):  # lost a creation race
             mlflow.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment)
