@@ -16,6 +16,7 @@ wildcard_constraints:
 
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

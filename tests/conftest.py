@@ -42,12 +42,17 @@ def with_changes(params: Params, **sections: dict) -> Params:
     return validate_params(raw)
 
 
+def untracked(params: Params) -> Params:
+    """``params`` with MLflow tracking off."""
+    return with_changes(params, tracking={"enabled": False})
+
+
 @pytest.fixture(scope="session")
 def prepared_tiny(tiny_params: Params, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny phantom, prepared once per session (tracking off). Treat it as read-only."""
     from sibnet.stages.prepare import prepare
 
-    params = with_changes(tiny_params, tracking={"enabled": False})
+    params = untracked(tiny_params)
     out = tmp_path_factory.mktemp("prepared") / "tiny"
     prepare(params, prepared=out)
     return out
@@ -60,7 +65,7 @@ def trained_tiny(
     """A classifier trained once per session on the tiny phantom (tracking off)."""
     from sibnet.stages.train import train
 
-    params = with_changes(tiny_params, tracking={"enabled": False})
+    params = untracked(tiny_params)
     folder = tmp_path_factory.mktemp("model")
     train(
         params,

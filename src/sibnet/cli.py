@@ -8,6 +8,14 @@ inputs and outputs the Snakemake rules and DVC stages pass::
                     --method baseline --seed 0
     sibnet evaluate --params params.yaml --prepared ... --checkpoint ... --metrics ...
                     --predictions ... --method baseline --seed 0
+    sibnet robustness --params params.yaml --prepared ... --checkpoint ... --robustness ...
+                    --predictions ... --method baseline --seed 0
+    sibnet saliency --params params.yaml --prepared ... --checkpoint ... --saliency ...
+                    --summary ... --examples ... --method baseline --seed 0
+    sibnet report   --params params.yaml --results results/phantom --models models/phantom
+                    --report results/report --metrics results/metrics.json
+                    --noise_plot results/plots/auc_vs_noise.csv
+                    --saliency_plot results/plots/saliency.csv
     sibnet dvc-yaml [--check] [--output dvc.yaml]
 
 The params file is validated before any work; errors print one clear message and exit 2.
@@ -32,6 +40,9 @@ _STAGE_HELP = {
     "prepare": "build the prepared dataset (images, masks, manifest) from the configured source",
     "train": "train one method with one seed; keep the best checkpoint by validation AUC",
     "evaluate": "score a trained classifier on the test split",
+    "robustness": "test macro AUC under Gaussian noise of every configured sigma",
+    "saliency": "score Grad-CAM maps against the lesion masks (Dice, HD95, SSIM, pointing game)",
+    "report": "tables, figures and metrics.json over every method and seed",
 }
 
 
@@ -100,10 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from sibnet.data.prepared import PreparedError
     from sibnet.models.classifier import CheckpointError
+    from sibnet.stages.report import ReportError
 
     try:
         _run_stage(args)
-    except (ParamsError, PreparedError, CheckpointError) as error:
+    except (ParamsError, PreparedError, CheckpointError, ReportError) as error:
         print(f"sibnet {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

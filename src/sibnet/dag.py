@@ -22,7 +22,19 @@ from typing import Any
 
 import yaml
 
-__all__ = ["STAGES", "Stage", "command", "dvc_yaml", "expand", "stage"]
+__all__ = [
+    "DVC_PLOTS",
+    "MODELS",
+    "PREPARED",
+    "RESULTS",
+    "STAGES",
+    "Stage",
+    "command",
+    "dvc_yaml",
+    "expand",
+    "gathered",
+    "stage",
+]
 
 _PLACEHOLDERS = ("dataset", "method", "seed")
 
@@ -42,6 +54,11 @@ class Stage:
         metrics: output names that are JSON metrics (uncached in DVC, shown by
             ``dvc metrics show``).
         plots: output name → DVC plot properties (``x``, ``y``, ...).
+        uncached: output names kept out of the DVC cache (small files committed to git, such
+            as the data behind ``dvc plots``).
+        gathers: per-method stages whose outputs, for every method × seed, this stage reads
+            through its folder inputs (``RESULTS``, ``MODELS``). Snakemake gets those files as
+            the rule's inputs; DVC gets the folders as dependencies.
         threads_key: params key holding the thread count (also the rule's ``threads``).
         mem_mb, runtime, gpu: resources requested from a cluster (runtime in minutes).
     """
@@ -54,6 +71,8 @@ class Stage:
     directories: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     plots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    uncached: tuple[str, ...] = ()
+    gathers: tuple[str, ...] = ()
     threads_key: str | None = None
     mem_mb: int = 2000
     runtime: int = 30
@@ -68,7 +87,25 @@ class Stage:
 
 
 PREPARED = "data/prepared/{dataset}"
-RUN = "{dataset}/{method}/seed{seed}"
+RESULTS = "results/{dataset}"
+MODELS = "models/{dataset}"
+RUN = "{method}/seed{seed}"
+
+
+def _scoring_stage(name: str, outputs: dict[str, str], metrics: tuple[str, ...] = ()) -> Stage:
+    """A per-method stage that scores one trained classifier on the prepared test split."""
+    return Stage(
+        name=name,
+        inputs={"prepared": PREPARED, "checkpoint": f"{MODELS}/{RUN}/classifier.pt"},
+        outputs=outputs,
+        params=(name, "methods.{method}"),
+        per_method=True,
+        metrics=metrics,
+        threads_key=f"{name}.threads",
+        mem_mb=2000,
+        runtime=30,
+    )
+
 
 STAGES: dict[str, Stage] = {
     s.name: s
@@ -86,8 +123,8 @@ STAGES: dict[str, Stage] = {
             name="train",
             inputs={"prepared": PREPARED},
             outputs={
-                "checkpoint": f"models/{RUN}/classifier.pt",
-                "history": f"models/{RUN}/history.csv",
+                "checkpoint": f"{MODELS}/{RUN}/classifier.pt",
+                "history": f"{MODELS}/{RUN}/history.csv",
             },
             params=("prepare", "train", "methods.{method}"),
             per_method=True,
@@ -97,22 +134,83 @@ STAGES: dict[str, Stage] = {
             runtime=240,
             gpu=1,
         ),
-        Stage(
-            name="evaluate",
-            inputs={"prepared": PREPARED, "checkpoint": f"models/{RUN}/classifier.pt"},
-            outputs={
-                "metrics": f"results/{RUN}/metrics.json",
-                "predictions": f"results/{RUN}/predictions.parquet",
+        _scoring_stage(
+            "evaluate",
+            {
+                "metrics": f"{RESULTS}/{RUN}/metrics.json",
+                "predictions": f"{RESULTS}/{RUN}/predictions.parquet",
             },
-            params=("evaluate", "methods.{method}"),
-            per_method=True,
             metrics=("metrics",),
-            threads_key="evaluate.threads",
+        ),
+        _scoring_stage(
+            "robustness",
+            {
+                "robustness": f"{RESULTS}/{RUN}/robustness.parquet",
+                "predictions": f"{RESULTS}/{RUN}/robustness_predictions.parquet",
+            },
+        ),
+        _scoring_stage(
+            "saliency",
+            {
+                "saliency": f"{RESULTS}/{RUN}/saliency.parquet",
+                "summary": f"{RESULTS}/{RUN}/saliency.json",
+                "examples": f"{RESULTS}/{RUN}/saliency_examples.npz",
+            },
+            metrics=("summary",),
+        ),
+        Stage(
+            name="report",
+            inputs={"results": RESULTS, "models": MODELS},
+            outputs={
+                "report": "results/report",
+                "metrics": "results/metrics.json",
+                "noise_plot": "results/plots/auc_vs_noise.csv",
+                "saliency_plot": "results/plots/saliency.csv",
+            },
+            params=("report", "pipeline"),
+            directories=("report",),
+            metrics=("metrics",),
+            uncached=("noise_plot", "saliency_plot"),
+            gathers=("train", "evaluate", "robustness", "saliency"),
             mem_mb=2000,
             runtime=30,
         ),
     )
 }
+
+DVC_PLOTS: list[dict[str, Any]] = [
+    {
+        "AUC against Gaussian noise σ (mean over seeds)": {
+            "template": "linear",
+            "x": "sigma",
+            "y": {"results/plots/auc_vs_noise.csv": "${pipeline.methods}"},
+            "x_label": "noise σ (intensity in [0, 1])",
+            "y_label": "test macro AUC",
+        }
+    },
+    {
+        "Saliency Dice (convex hull of the binarised Grad-CAM map)": {
+            "template": "bar_horizontal",
+            "x": "dice",
+            "y": {"results/plots/saliency.csv": "method"},
+            "x_label": "mean Dice",
+            "y_label": "method",
+        }
+    },
+]
+"""Top-level ``dvc plots`` definitions over the report's plot data (one column per method)."""
+
+
+def gathered(spec: Stage, root_template: str, output: str, method: str, seed: int | str) -> str:
+    """Path, relative to a gathering stage's folder input, of one run's output of ``spec``.
+
+    E.g. ``gathered(stage("evaluate"), RESULTS, "metrics", "baseline", 0)`` is
+    ``baseline/seed0/metrics.json``.
+    """
+    template = spec.outputs[output]
+    if not template.startswith(root_template + "/"):
+        raise ValueError(f"{spec.name}.{output} ({template}) is not under {root_template}")
+    return expand(template.removeprefix(root_template + "/"), method=method, seed=str(seed))
 
 
 def stage(name: str) -> Stage:
@@ -171,6 +269,8 @@ def _dvc_stage(spec: Stage) -> dict[str, Any]:
     for name, path in outputs.items():
         if name in spec.metrics:
             metrics.append({path: {"cache": False}})
+        elif name in spec.uncached:
+            outs.append({path: {"cache": False}})
         elif name in spec.plots:
             plots.append({path: {"cache": False, **spec.plots[name]}})
         else:
@@ -183,9 +283,12 @@ def _dvc_stage(spec: Stage) -> dict[str, Any]:
 
 def dvc_yaml() -> str:
     """The text of ``dvc.yaml`` for :data:`STAGES` (deterministic, with a do-not-edit header)."""
-    document = {"stages": {name: _dvc_stage(spec) for name, spec in STAGES.items()}}
+    document = {
+        "stages": {name: _dvc_stage(spec) for name, spec in STAGES.items()},
+        "plots": DVC_PLOTS,
+    }
     header = (
         "# Generated by `sibnet dvc-yaml` from src/sibnet/dag.py: edit that file, not this one.\n"
         "# Methods, seeds and the dataset come from params.yaml at `dvc repro` time.\n"
     )
-    return header + yaml.safe_dump(document, sort_keys=False, width=1000)
+    return header + yaml.safe_dump(document, sort_keys=False, width=1000, allow_unicode=True)

@@ -8,11 +8,11 @@ from sibnet.config import Params
 from sibnet.data.prepared import PreparedDataset
 from sibnet.stages import prepare as prepare_module
 from sibnet.stages.prepare import prepare
-from tests.conftest import with_changes
+from tests.conftest import untracked
 
 
 def test_prepare_is_deterministic(tiny_params: Params, prepared_tiny: Path, tmp_path: Path) -> None:
-    params = with_changes(tiny_params, tracking={"enabled": False})
+    params = untracked(tiny_params)
     again = tmp_path / "tiny"
     prepare(params, prepared=again)
     for path in sorted(p.relative_to(prepared_tiny) for p in prepared_tiny.rglob("*.*")):
@@ -22,7 +22,7 @@ def test_prepare_is_deterministic(tiny_params: Params, prepared_tiny: Path, tmp_
 def test_failed_prepare_keeps_the_previous_output(
     tiny_params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    params = with_changes(tiny_params, tracking={"enabled": False})
+    params = untracked(tiny_params)
     out = tmp_path / "tiny"
     prepare(params, prepared=out)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -40,7 +40,7 @@ def test_failed_prepare_keeps_the_previous_output(
 
 
 def test_shortcut_marker_is_recorded(tiny_params: Params, tmp_path: Path) -> None:
-    params = with_changes(tiny_params, tracking={"enabled": False})
+    params = untracked(tiny_params)
     raw = params.model_dump(mode="json")
     raw["prepare"]["phantom"] |= {"shortcut_class": "nodule", "shortcut_rate": 1.0}
     from sibnet.config import validate_params

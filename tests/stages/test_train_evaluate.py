@@ -14,11 +14,7 @@ from sibnet.data.prepared import PreparedError
 from sibnet.models.classifier import CheckpointError, load_checkpoint
 from sibnet.stages.evaluate import evaluate
 from sibnet.stages.train import HISTORY_COLUMNS, class_weights, train
-from tests.conftest import with_changes
-
-
-def _untracked(params: Params) -> Params:
-    return with_changes(params, tracking={"enabled": False})
+from tests.conftest import untracked, with_changes
 
 
 def _train(
@@ -52,7 +48,7 @@ def test_train_writes_a_self_describing_checkpoint(
 def test_same_params_give_identical_outputs(
     tiny_params: Params, prepared_tiny: Path, trained_tiny: Path, tmp_path: Path
 ) -> None:
-    _train(_untracked(tiny_params), prepared_tiny, tmp_path)
+    _train(untracked(tiny_params), prepared_tiny, tmp_path)
     assert (tmp_path / "classifier.pt").read_bytes() == trained_tiny.read_bytes()
     assert (tmp_path / "history.csv").read_bytes() == (
         trained_tiny.parent / "history.csv"
@@ -62,7 +58,7 @@ def test_same_params_give_identical_outputs(
 def test_data_loader_workers_change_nothing(
     tiny_params: Params, prepared_tiny: Path, tmp_path: Path
 ) -> None:
-    params = with_changes(_untracked(tiny_params), train={"epochs": 1})
+    params = with_changes(untracked(tiny_params), train={"epochs": 1})
     _train(params, prepared_tiny, tmp_path / "main")
     workers = with_changes(params, train={"num_workers": 2})
     _train(workers, prepared_tiny, tmp_path / "workers")
@@ -77,7 +73,7 @@ def test_data_loader_workers_change_nothing(
 def test_another_seed_gives_another_model(
     tiny_params: Params, prepared_tiny: Path, trained_tiny: Path, tmp_path: Path
 ) -> None:
-    params = with_changes(_untracked(tiny_params), train={"epochs": 1})
+    params = with_changes(untracked(tiny_params), train={"epochs": 1})
     _train(params, prepared_tiny, tmp_path, seed=1)
     assert (tmp_path / "classifier.pt").read_bytes() != trained_tiny.read_bytes()
 
@@ -93,7 +89,7 @@ def test_class_weights() -> None:
 def test_multilabel_training(tiny_params: Params, tmp_path: Path, class_weighted: bool) -> None:
     from sibnet.stages.prepare import prepare
 
-    raw = _untracked(tiny_params).model_dump(mode="json")
+    raw = untracked(tiny_params).model_dump(mode="json")
     raw["prepare"]["phantom"] |= {"mode": "multilabel", "n_images": 60, "prevalence": 0.4}
     raw["train"] |= {"epochs": 1, "class_weights": class_weighted}
     params = validate_params(raw)
@@ -116,7 +112,7 @@ def test_evaluate_writes_metrics_and_predictions(
     tiny_params: Params, prepared_tiny: Path, trained_tiny: Path, tmp_path: Path
 ) -> None:
     result = evaluate(
-        _untracked(tiny_params),
+        untracked(tiny_params),
         prepared=prepared_tiny,
         checkpoint=trained_tiny,
         metrics=tmp_path / "metrics.json",
@@ -139,7 +135,7 @@ def test_evaluate_refuses_a_checkpoint_of_another_architecture(
     tiny_params: Params, prepared_tiny: Path, trained_tiny: Path, tmp_path: Path
 ) -> None:
     params = with_changes(
-        _untracked(tiny_params),
+        untracked(tiny_params),
         methods={"baseline": {"architecture": "resnet18"}},
     )
     metrics = tmp_path / "metrics.json"
@@ -168,7 +164,7 @@ def test_train_stops_on_a_damaged_dataset_before_overwriting(
     folder.mkdir()
     shutil.copy(trained_tiny, folder / "classifier.pt")
     with pytest.raises(PreparedError, match=r"shard-00000\.npy: array is uint8"):
-        _train(_untracked(tiny_params), damaged, folder)
+        _train(untracked(tiny_params), damaged, folder)
     assert (folder / "classifier.pt").read_bytes() == trained_tiny.read_bytes()
     assert not (folder / "history.csv").exists()
 

@@ -59,8 +59,32 @@ def _dvc_commands(copy: Path) -> list[str]:
 
 def test_snakemake_and_dvc_run_the_same_commands(copy: Path) -> None:
     snakemake = _snakemake_commands(copy)
-    assert len(snakemake) == 1 + 2 * 2 * 2  # prepare + (train, evaluate) × 2 methods × 2 seeds
+    # prepare + (train, evaluate, robustness, saliency) × 2 methods × 2 seeds + report
+    assert len(snakemake) == 1 + 4 * 2 * 2 + 1
     assert snakemake == _dvc_commands(copy)
+
+
+def test_dvc_orders_the_report_after_every_run(copy: Path) -> None:
+    from dvc.repo import Repo
+
+    with Repo(str(copy)) as repo:
+        graph = repo.index.graph
+        (report,) = [s for s in graph if s.name == "report"]
+        upstream = {s.name.split("@")[0] for s in graph.successors(report)}
+    # The report's folder dependencies contain the outputs of the per-run stages.
+    assert {"train", "evaluate", "robustness", "saliency"} <= upstream
+
+
+def test_dvc_plots_are_declared_over_the_report_data() -> None:
+    document = yaml.safe_load(dvc_yaml())
+    files = {f for plot in document["plots"] for spec in plot.values() for f in spec["y"]}
+    report = yaml.safe_load(dvc_yaml())["stages"]["report"]
+    outs = {next(iter(o)) if isinstance(o, dict) else o for o in report["outs"]}
+    assert files <= outs
+    noise = next(
+        spec for plot in document["plots"] for spec in plot.values() if "sigma" in str(spec)
+    )
+    assert noise["y"]["results/plots/auc_vs_noise.csv"] == "${pipeline.methods}"
 
 
 def test_snakemake_refuses_command_line_overrides(copy: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sibnet.stages.report import REPORT_FILES
 from tests.workflow.repo import clean_env, copy_repository, run
 
 pytestmark = pytest.mark.slow
@@ -23,7 +24,14 @@ def _outputs(root: Path) -> list[Path]:
             root / f"models/tiny/{method}/seed{seed}/history.csv",
             root / f"results/tiny/{method}/seed{seed}/metrics.json",
             root / f"results/tiny/{method}/seed{seed}/predictions.parquet",
+            root / f"results/tiny/{method}/seed{seed}/robustness.parquet",
+            root / f"results/tiny/{method}/seed{seed}/robustness_predictions.parquet",
+            root / f"results/tiny/{method}/seed{seed}/saliency.parquet",
+            root / f"results/tiny/{method}/seed{seed}/saliency.json",
+            root / f"results/tiny/{method}/seed{seed}/saliency_examples.npz",
         ]
+    files += [root / "results/metrics.json", *(root / "results/plots").glob("*.csv")]
+    files += sorted(p for p in (root / "results/report").iterdir() if not p.name.startswith("."))
     return files
 
 
@@ -49,25 +57,53 @@ def test_snakemake_builds_every_output(snakemake_run: Path) -> None:
         assert "epoch 2/2" in log.read_text()
 
 
+def test_the_report_covers_every_method_and_seed(snakemake_run: Path) -> None:
+    report = snakemake_run / "results/report"
+    names = {p.name for p in report.iterdir()} - {".snakemake_timestamp"}  # Snakemake's marker
+    assert names == set(REPORT_FILES)
+    summary = (snakemake_run / "results/report/summary.md").read_text()
+    assert "2 methods × 2 seed(s)" in summary
+    for section in ("Clean test macro AUC", "under Gaussian noise", "Saliency agreement"):
+        assert section in summary
+    metrics = json.loads((snakemake_run / "results/metrics.json").read_text())
+    assert set(metrics["clean_auc"]) == {"baseline", "sibnet"}
+    assert set(metrics["noise_auc"]["sibnet"]) == {
+        f"sigma_{s:g}" for s in (0, 0.005, 0.01, 0.05, 0.1)
+    }
+    assert set(metrics["saliency"]["baseline"]) >= {"dice", "hd95", "ssim", "pointing_hit"}
+
+
 def test_second_snakemake_invocation_finds_nothing_to_do(snakemake_run: Path) -> None:
     result = run(["snakemake", "--cores", "all"], snakemake_run, env=clean_env())
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_snakemake_reruns_only_what_a_params_change_touches(
-    snakemake_run: Path, tmp_path: Path
-) -> None:
+def _rules_after_change(snakemake_run: Path, tmp_path: Path, section: str, **values) -> set[str]:
+    """The rules a dry run would run after changing some keys of one params section."""
     import yaml
 
     copy = tmp_path / "repo"
     shutil.copytree(snakemake_run, copy, symlinks=True)
     params = yaml.safe_load((copy / "params.yaml").read_text())
-    params["evaluate"]["bootstrap"] = 20
+    params[section].update(values)
     (copy / "params.yaml").write_text(yaml.safe_dump(params))
     result = run(["snakemake", "-n", "--cores", "all"], copy, env=clean_env())
-    text = result.stdout + result.stderr
-    assert "rule evaluate:" in text or "rule evaluate" in text
-    assert "rule train" not in text and "rule prepare" not in text
+    lines = (result.stdout + result.stderr).splitlines()
+    return {line.split()[1].rstrip(":") for line in lines if line.startswith("rule ")}
+
+
+def test_snakemake_reruns_only_what_a_params_change_touches(
+    snakemake_run: Path, tmp_path: Path
+) -> None:
+    rules = _rules_after_change(snakemake_run, tmp_path, "evaluate", bootstrap=20)
+    assert rules == {"evaluate", "report", "all"}
+
+
+def test_a_robustness_change_reruns_robustness_and_the_report_only(
+    snakemake_run: Path, tmp_path: Path
+) -> None:
+    rules = _rules_after_change(snakemake_run, tmp_path, "robustness", sigmas=[0.0, 0.2])
+    assert rules == {"robustness", "report", "all"}
 
 
 def test_dvc_repro_builds_every_output_and_locks_each_stage(dvc_run: Path) -> None:
@@ -86,6 +122,18 @@ def test_dvc_metrics_show_prints_the_results(dvc_run: Path) -> None:
     for method, seed in RUNS:
         data = metrics[f"results/tiny/{method}/seed{seed}/metrics.json"]["data"]
         assert 0.0 <= data["macro_auc"] <= 1.0 and data["seed"] == seed
+        saliency = metrics[f"results/tiny/{method}/seed{seed}/saliency.json"]["data"]
+        assert 0.0 <= saliency["metrics"]["dice"]["mean"] <= 1.0
+    summary = metrics["results/metrics.json"]["data"]
+    assert 0.0 <= summary["clean_auc"]["sibnet"]["mean"] <= 1.0
+
+
+def test_dvc_plots_show_renders_the_report_data(dvc_run: Path) -> None:
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], dvc_run).stdout)
+    noise = next(v for k, v in shown["data"].items() if "noise" in k)
+    values = noise[0]["content"]["data"]["values"]
+    assert {v["field"] for v in values} == {"baseline", "sibnet"}
+    assert {float(v["sigma"]) for v in values} == {0.0, 0.005, 0.01, 0.05, 0.1}
 
 
 def test_both_engines_give_identical_bytes(snakemake_run: Path, dvc_run: Path) -> None:
@@ -101,12 +149,18 @@ def test_every_stage_run_is_in_the_default_mlflow_store(snakemake_run: Path) -> 
     experiment = client.get_experiment_by_name("sibnet-tiny")
     runs = client.search_runs([experiment.experiment_id])
     stages = sorted(r.data.tags["sibnet.stage"] for r in runs)
-    assert stages == ["evaluate"] * 4 + ["prepare"] + ["train"] * 4
+    assert stages == sorted(
+        ["evaluate"] * 4 + ["prepare", "report"] + ["robustness", "saliency", "train"] * 4
+    )
     assert all(r.info.status == "FINISHED" for r in runs)
     commits = {r.data.tags["sibnet.git_commit"] for r in runs}
     assert len(commits) == 1 and len(commits.pop()) == 40
     evaluation = next(r for r in runs if r.data.tags["sibnet.stage"] == "evaluate")
     assert "test.macro_auc" in evaluation.data.metrics
+    report = next(r for r in runs if r.data.tags["sibnet.stage"] == "report")
+    assert "clean_auc.sibnet.mean" in report.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(report.info.run_id, "report")}
+    assert "report/summary.md" in artifacts
 
 
 def test_dvc_push_and_pull_with_the_default_remote(dvc_run: Path) -> None:

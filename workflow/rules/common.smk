@@ -37,8 +37,14 @@ def _fill(template, wildcards):
 
 
 def stage_inputs(name):
-    """Named inputs of a stage, plus the package source (so code changes re-run it)."""
+    """Named inputs of a stage, plus the package source (so code changes re-run it).
+
+    A gathering stage (the report) reads folders; Snakemake gets the files it reads in them
+    instead: every output of the gathered stages for every method and seed.
+    """
     spec = stage(name)
+    if spec.gathers:
+        return {"gathered": [path for g in spec.gathers for path in run_outputs(g)], "code": CODE}
     return {
         **{k: (lambda w, t=t: _fill(t, w)) for k, t in spec.inputs.items()},
         "code": CODE,
@@ -75,7 +81,11 @@ def stage_resources(name):
 
 def stage_shell(name):
     spec = stage(name)
-    paths = {k: "{input.%s}" % k for k in spec.inputs} | {k: "{output.%s}" % k for k in spec.outputs}
+    if spec.gathers:  # folder inputs, passed as literal paths
+        inputs = {k: expand(t, dataset=DATASET) for k, t in spec.inputs.items()}
+    else:
+        inputs = {k: "{input.%s}" % k for k in spec.inputs}
+    paths = inputs | {k: "{output.%s}" % k for k in spec.outputs}
     cmd = command(spec, paths, params_file=PARAMS_FILE, method="{wildcards.method}", seed="{wildcards.seed}")
     return cmd + " > {log} 2>&1"
 
@@ -92,5 +102,5 @@ def run_outputs(name):
 
 
 def final_outputs():
-    """Targets of the default target (all): every evaluation of every method and seed."""
-    return run_outputs("evaluate")
+    """Targets of the default target (all): the report and everything it gathers."""
+    return [expand(t, dataset=DATASET) for t in stage("report").outputs.values()]

@@ -1,4 +1,5 @@
-# Every method × seed: train a classifier, then score it on the test split.
+# Every method × seed: train a classifier, then score it on the test split (clean, under
+# noise, and its saliency maps against the lesion masks).
 
 
 rule train:
@@ -35,3 +36,39 @@ rule evaluate:
         CONDA_ENV
     shell:
         stage_shell("evaluate")
+
+
+rule robustness:
+    input:
+        **stage_inputs("robustness"),
+    output:
+        **stage_outputs("robustness"),
+    log:
+        stage_log("robustness"),
+    params:
+        watched=stage_params("robustness"),
+    threads: stage_threads("robustness")
+    resources:
+        **stage_resources("robustness"),
+    conda:
+        CONDA_ENV
+    shell:
+        stage_shell("robustness")
+
+
+rule saliency:
+    input:
+        **stage_inputs("saliency"),
+    output:
+        **stage_outputs("saliency"),
+    log:
+        stage_log("saliency"),
+    params:
+        watched=stage_params("saliency"),
+    threads: stage_threads("saliency")
+    resources:
+        **stage_resources("saliency"),
+    conda:
+        CONDA_ENV
+    shell:
+        stage_shell("saliency")

@@ -1,0 +1,485 @@
+"""``sibnet report``: this run's version of the paper's tables and figures, all runs together.
+
+Reads, for every method of ``pipeline.methods`` and seed of ``pipeline.seeds``, the outputs of
+``train`` (history), ``evaluate`` (predictions), ``robustness`` (noisy predictions) and
+``saliency`` (per-map scores, overlay examples), and writes
+
+- ``results/report/`` — ``summary.md`` (the tables below, with the figures), the tables as CSV
+  (``clean_auc.csv``, ``auc_under_noise.csv``, ``saliency.csv``) and the figures
+  ``auc_vs_noise.png``, ``saliency_distributions.png``, ``saliency_overlay.png``,
+  ``training_curves.png``;
+- ``results/metrics.json`` — the headline numbers, for ``dvc metrics show``;
+- ``results/plots/auc_vs_noise.csv`` and ``results/plots/saliency.csv`` — the data of the
+  ``dvc plots show`` charts declared in ``dvc.yaml``;
+
+and logs all of it to an MLflow run (stage ``report``).
+
+Tables: clean test macro AUC; macro AUC at every noise σ; saliency Dice, HD95, SSIM (convex
+hull), Dice without the hull and the pointing game. Each gives the mean over seeds, its 95%
+percentile-bootstrap interval over test images (paired over seeds), the standard deviation over
+seeds, and the difference Δ from ``report.reference`` with its paired interval (see
+:mod:`sibnet.metrics.comparison`). Segmentation transfer (Dice / HD95 of frozen encoders) joins
+these tables when that stage exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sibnet.config import Params
+from sibnet.dag import MODELS, RESULTS, gathered, stage
+from sibnet.files import atomic_dir, atomic_file, sha256_file, write_json
+from sibnet.metrics.comparison import COMPARISON_COLUMNS, compare_aucs, compare_scores
+from sibnet.plots import (
+    plot_auc_vs_noise,
+    plot_saliency_distributions,
+    plot_saliency_overlay,
+    plot_training_summary,
+)
+from sibnet.stages.common import read_predictions
+from sibnet.tracking import start_run
+
+__all__ = ["REPORT_FILES", "ReportError", "report"]
+
+log = logging.getLogger(__name__)
+
+SALIENCY_SCORES = {
+    "dice": "Dice",
+    "hd95": "HD95 (px)",
+    "ssim": "SSIM",
+    "dice_raw": "Dice, no hull",
+    "pointing_hit": "pointing game",
+}
+"""Saliency scores in the report, with their column titles."""
+
+
+REPORT_FILES = (
+    "summary.md",
+    "clean_auc.csv",
+    "auc_under_noise.csv",
+    "saliency.csv",
+    "auc_vs_noise.png",
+    "saliency_distributions.png",
+    "saliency_overlay.png",
+    "training_curves.png",
+)
+"""What ``results/report/`` holds (the overlay figure only if some map was scored)."""
+
+
+class ReportError(ValueError):
+    """A run's output that the report needs is missing or inconsistent with the others."""
+
+
+def _runs(params: Params) -> list[tuple[str, int]]:
+    return [(m, s) for m in params.pipeline.methods for s in params.pipeline.seeds]
+
+
+def _path(root: Path, root_template: str, stage_name: str, output: str, method: str, seed: int):
+    path = root / gathered(stage(stage_name), root_template, output, method, seed)
+    if not path.exists():
+        raise ReportError(
+            f"{path}: missing; it is written by `sibnet {stage_name}` for method {method!r} "
+            f"seed {seed} (run the whole pipeline: snakemake --cores all, or dvc repro)"
+        )
+    return path
+
+
+def report(
+    params: Params,
+    *,
+    results: Path,
+    models: Path,
+    report: Path,
+    metrics: Path,
+    noise_plot: Path,
+    saliency_plot: Path,
+) -> dict[str, Any]:
+    """Build the report of every method × seed (see the module docstring).
+
+    Args:
+        params: validated params (``report``, ``pipeline`` and the scoring sections are used).
+        results: ``results/<dataset>``, the per-run results folder.
+        models: ``models/<dataset>``, the per-run models folder (training histories).
+        report: output folder ``results/report``.
+        metrics: output ``results/metrics.json``.
+        noise_plot, saliency_plot: output plot data (CSV) for ``dvc plots``.
+
+    Returns:
+        The contents of ``metrics``.
+
+    Raises:
+        ReportError: a run's output is missing, or runs disagree on the test images.
+    """
+    settings = params.report
+    boot = {
+        "resamples": settings.bootstrap,
+        "confidence": settings.confidence,
+        "seed": settings.seed,
+    }
+    runs = _runs(params)
+    methods = list(params.pipeline.methods)
+    inputs: list[Path] = []
+
+    def need(root: Path, template: str, stage_name: str, output: str, m: str, s: int) -> Path:
+        path = _path(root, template, stage_name, output, m, s)
+        inputs.append(path)
+        return path
+
+    # Clean test AUC, from the evaluate stage's predictions.
+    clean: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    classes: list[str] | None = None
+    ids0 = targets0 = None
+    for m, s in runs:
+        path = need(results, RESULTS, "evaluate", "predictions", m, s)
+        if classes is None:
+            columns = pd.read_parquet(path).columns
+            classes = [c.removeprefix("prob_") for c in columns if c.startswith("prob_")]
+        ids, targets, probs = read_predictions(path, classes)
+        if ids0 is None:
+            ids0, targets0 = ids, targets
+        elif not (np.array_equal(ids, ids0) and np.array_equal(targets, targets0)):
+            raise ReportError(f"{path}: scored other test images than {runs[0]}'s predictions")
+        clean[m].append(probs)
+    assert classes is not None and targets0 is not None
+    clean_table = compare_aucs(clean, targets0, reference=settings.reference, **boot)
+
+    # AUC under Gaussian noise, from the robustness stage's predictions.
+    noisy: dict[float, dict[str, list[np.ndarray]]] = {}
+    for m, s in runs:
+        path = need(results, RESULTS, "robustness", "predictions", m, s)
+        frame = pd.read_parquet(path)
+        for sigma, block in frame.groupby("sigma", sort=True):
+            ids = block["id"].to_numpy()
+            if not np.array_equal(ids, ids0):
+                raise ReportError(f"{path}: σ={sigma:g} scored other test images than evaluate")
+            probs = block[[f"prob_{c}" for c in classes]].to_numpy(np.float64)
+            noisy.setdefault(float(sigma), {k: [] for k in methods})[m].append(probs)
+    sigmas = sorted(noisy)
+    for sigma in sigmas:
+        short = [m for m in methods if len(noisy[sigma][m]) != len(params.pipeline.seeds)]
+        if short:
+            raise ReportError(f"σ={sigma:g} is missing from the robustness results of {short}")
+    noise_table = pd.concat(
+        [
+            compare_aucs(noisy[sigma], targets0, reference=settings.reference, **boot).assign(
+                sigma=sigma
+            )
+            for sigma in sigmas
+        ],
+        ignore_index=True,
+    )
+
+    # Saliency agreement, from the saliency stage's per-map rows.
+    saliency_rows = pd.concat(
+        [pd.read_parquet(need(results, RESULTS, "saliency", "saliency", m, s)) for m, s in runs],
+        ignore_index=True,
+    )
+    saliency_table = pd.concat(
+        [
+            compare_scores(
+                saliency_rows,
+                score,
+                keys=("id", "class"),
+                reference=settings.reference,
+                **boot,
+            ).assign(score=score)
+            for score in SALIENCY_SCORES
+        ],
+        ignore_index=True,
+    )
+    first_seed = params.pipeline.seeds[0]
+    examples = {
+        m: dict(np.load(need(results, RESULTS, "saliency", "examples", m, first_seed)))
+        for m in methods
+    }
+    histories = {
+        m: [
+            pd.read_csv(need(models, MODELS, "train", "history", m, s))
+            for s in params.pipeline.seeds
+        ]
+        for m in methods
+    }
+
+    summary = _metrics_json(params, clean_table, noise_table, saliency_table)
+    with start_run(params, stage="report") as tracker, atomic_dir(report) as folder:
+        tracker.log_params(
+            {"report": settings.model_dump(mode="json"), "pipeline": params.pipeline.model_dump()}
+        )
+        figures = _figures(folder, params, noise_table, saliency_rows, examples, histories)
+        for name, table in (
+            ("clean_auc.csv", clean_table),
+            ("auc_under_noise.csv", noise_table),
+            ("saliency.csv", saliency_table),
+        ):
+            table.to_csv(folder / name, index=False, float_format="%.6f")
+        markdown = _markdown(
+            params, clean_table, noise_table, saliency_table, saliency_rows, figures, inputs
+        )
+        (folder / "summary.md").write_text(markdown, encoding="utf-8")
+        for path in sorted(folder.iterdir()):
+            tracker.log_artifact(path, artifact_path="report")
+        tracker.log_metrics(summary)
+    write_json(metrics, summary)
+    _write_plot_data(noise_plot, saliency_plot, noise_table, saliency_table, methods)
+    log.info("report of %d runs → %s, %s", len(runs), report / "summary.md", metrics)
+    return summary
+
+
+def _write_plot_data(
+    noise_plot: Path,
+    saliency_plot: Path,
+    noise_table: pd.DataFrame,
+    saliency_table: pd.DataFrame,
+    methods: Sequence[str],
+) -> None:
+    wide = noise_table.pivot(index="sigma", columns="method", values="mean")[list(methods)]
+    with atomic_file(noise_plot) as tmp:
+        wide.reset_index().to_csv(tmp, index=False, float_format="%.6f")
+    bars = saliency_table.pivot(index="method", columns="score", values="mean")
+    bars = bars.loc[list(methods), list(SALIENCY_SCORES)].reset_index()
+    with atomic_file(saliency_plot) as tmp:
+        bars.to_csv(tmp, index=False, float_format="%.6f")
+
+
+def _number(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(float(value), 6)
+
+
+def _entry(row: pd.Series) -> dict[str, float | None]:
+    """A comparison row's numbers (JSON-ready: ``None`` where undefined)."""
+    return {k: _number(row[k]) for k in COMPARISON_COLUMNS if k not in ("method", "n_seeds", "n")}
+
+
+def _metrics_json(
+    params: Params,
+    clean: pd.DataFrame,
+    noise: pd.DataFrame,
+    saliency: pd.DataFrame,
+) -> dict[str, Any]:
+    return {
+        "dataset": params.prepare.dataset,
+        "reference": params.report.reference,
+        "seeds": list(params.pipeline.seeds),
+        "confidence": params.report.confidence,
+        "clean_auc": {row["method"]: _entry(row) for _, row in clean.iterrows()},
+        "noise_auc": {
+            method: {f"sigma_{row['sigma']:g}": _entry(row) for _, row in block.iterrows()}
+            for method, block in noise.groupby("method", sort=False)
+        },
+        "saliency": {
+            method: {row["score"]: _entry(row) for _, row in block.iterrows()}
+            for method, block in saliency.groupby("method", sort=False)
+        },
+    }
+
+
+def _figures(
+    folder: Path,
+    params: Params,
+    noise: pd.DataFrame,
+    rows: pd.DataFrame,
+    examples: dict[str, dict[str, np.ndarray]],
+    histories: dict[str, list[pd.DataFrame]],
+) -> dict[str, str]:
+    """Draw the report's figures into ``folder``; returns file name → caption."""
+    dataset = params.prepare.dataset
+    seeds = params.pipeline.seeds
+    figures: dict[str, str] = {}
+    plot_auc_vs_noise(
+        noise.rename(columns={"mean": "macro_auc"}),
+        folder / "auc_vs_noise.png",
+        f"{dataset}: test macro AUC under Gaussian noise (mean over {len(seeds)} seed(s))",
+    )
+    figures["auc_vs_noise.png"] = "Test macro AUC against the noise σ, with 95% bootstrap CIs."
+    plot_saliency_distributions(
+        rows, folder / "saliency_distributions.png", f"{dataset}: saliency agreement per map"
+    )
+    figures["saliency_distributions.png"] = (
+        "Distribution over scored maps (all seeds) of Dice, HD95 and SSIM of the convex hull."
+    )
+    first = next(iter(examples.values()))
+    ids = [str(i) for i in first["id"]]
+    if ids:
+        for method, arrays in examples.items():
+            if [str(i) for i in arrays["id"]] != ids:
+                raise ReportError(f"the overlay examples of {method!r} show other images")
+        plot_saliency_overlay(
+            first["image"],
+            first["mask"],
+            {m: a["saliency"] for m, a in examples.items()},
+            {m: a["hull"] for m, a in examples.items()},
+            [f"{i} · {c}" for i, c in zip(ids, first["class"], strict=True)],
+            folder / "saliency_overlay.png",
+            f"{dataset}: Grad-CAM (seed {seeds[0]}), ground truth and convex hull",
+        )
+        figures["saliency_overlay.png"] = (
+            f"The same {len(ids)} test images for every method (seed {seeds[0]}): Grad-CAM map "
+            "of the finding's class, ground-truth contour, hull of the binarised map."
+        )
+    plot_training_summary(histories, folder / "training_curves.png", f"{dataset}: training")
+    figures["training_curves.png"] = "Training loss and validation macro AUC per epoch."
+    return figures
+
+
+def _ci(row: Any, low: str = "ci_low", high: str = "ci_high", digits: int = 3) -> str:
+    a, b = row[low], row[high]
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return "–"
+    return f"[{a:.{digits}f}, {b:.{digits}f}]"
+
+
+def _value(value: float, digits: int = 3, sign: bool = False) -> str:
+    if not math.isfinite(value):
+        return "–"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def _verdict(row: Any) -> str:
+    low, high = row["delta_ci_low"], row["delta_ci_high"]
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "no interval"
+    if low > 0:
+        return "higher"
+    if high < 0:
+        return "lower"
+    return "no clear difference"
+
+
+def _markdown(
+    params: Params,
+    clean: pd.DataFrame,
+    noise: pd.DataFrame,
+    saliency: pd.DataFrame,
+    rows: pd.DataFrame,
+    figures: dict[str, str],
+    inputs: list[Path],
+) -> str:
+    settings = params.report
+    ref = settings.reference
+    seeds = params.pipeline.seeds
+    pct = f"{100 * settings.confidence:g}%"
+    lines = [
+        f"# sibnet report: dataset `{params.prepare.dataset}`",
+        "",
+        f"{len(params.pipeline.methods)} methods × {len(seeds)} seed(s) "
+        f"({', '.join(map(str, seeds))}). Scores are means over seeds. Intervals are {pct} "
+        f"percentile-bootstrap intervals over test images ({settings.bootstrap} resamples, "
+        f"seed {settings.seed}); with several seeds every seed is scored on the same resampled "
+        "images. SD: standard deviation over seeds (training randomness). "
+        f"Δ: difference from the reference method `{ref}`, paired on the same images; "
+        "*higher*/*lower* when its interval excludes 0.",
+        "",
+        "## Clean test macro AUC",
+        "",
+        f"| method | seeds | macro AUC | {pct} CI | SD | Δ vs {ref} | {pct} CI of Δ | |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in clean.iterrows():
+        delta = (
+            "reference | | "
+            if r["method"] == ref
+            else f"{_value(r['delta'], sign=True)} | "
+            f"{_ci(r, 'delta_ci_low', 'delta_ci_high')} | {_verdict(r)}"
+        )
+        lines.append(
+            f"| {r['method']} | {r['n_seeds']} | {_value(r['mean'])} | {_ci(r)} | "
+            f"{_value(r['sd'])} | {delta} |"
+        )
+    sigmas = sorted(noise["sigma"].unique())
+    header = " | ".join(f"σ = {s:g}" for s in sigmas)
+    lines += [
+        "",
+        "## Test macro AUC under Gaussian noise",
+        "",
+        f"Noise N(0, σ²) on intensities in [0, 1]"
+        f"{', clipped to [0, 1]' if params.robustness.clip else ''} "
+        f"(noise seed {params.robustness.noise_seed}); cells: AUC [{pct} CI].",
+        "",
+        f"| method | {header} |",
+        "|---|" + "---|" * len(sigmas),
+    ]
+    for method, block in noise.groupby("method", sort=False):
+        cells = [f"{_value(r['mean'])} {_ci(r)}" for _, r in block.sort_values("sigma").iterrows()]
+        lines.append(f"| {method} | {' | '.join(cells)} |")
+    others = [m for m in params.pipeline.methods if m != ref]
+    lines += [
+        "",
+        f"Δ macro AUC vs `{ref}` [{pct} CI]" + (":" if others else ": no other method."),
+        "",
+        f"| method | {header} |",
+        "|---|" + "---|" * len(sigmas),
+    ]
+    for method, block in noise.groupby("method", sort=False):
+        if method == ref:
+            continue
+        cells = [
+            f"{_value(r['delta'], sign=True)} {_ci(r, 'delta_ci_low', 'delta_ci_high')}"
+            for _, r in block.sort_values("sigma").iterrows()
+        ]
+        lines.append(f"| {method} | {' | '.join(cells)} |")
+    counts = rows.groupby("method", sort=False).agg(
+        maps=("dice", "size"), empty=("empty_binarisation", "sum")
+    )
+    lines += [
+        "",
+        "## Saliency agreement with the lesion masks",
+        "",
+        f"Grad-CAM map of each positive finding, binarised ({params.saliency.threshold}), "
+        "convex hull, against the lesion mask. Cells: mean [CI] over scored maps (each map's "
+        "score averaged over seeds first); HD95 in pixels, over maps where it is defined; "
+        "pointing game: fraction of maps whose maximum lies in the mask.",
+        "",
+        "| method | seeds | maps (empty binarisations) | "
+        + " | ".join(SALIENCY_SCORES.values())
+        + f" | Δ Dice vs {ref} |",
+        "|---|---|---|" + "---|" * (len(SALIENCY_SCORES) + 1),
+    ]
+    for method, block in saliency.groupby("method", sort=False):
+        block = block.set_index("score")
+        cells = [f"{_value(block.loc[s, 'mean'])} {_ci(block.loc[s])}" for s in SALIENCY_SCORES]
+        dice = block.loc["dice"]
+        delta = (
+            ""
+            if method == ref
+            else (
+                f"{_value(dice['delta'], sign=True)} {_ci(dice, 'delta_ci_low', 'delta_ci_high')} "
+                f"{_verdict(dice)}"
+            )
+        )
+        lines.append(
+            f"| {method} | {int(dice['n_seeds'])} | {counts.loc[method, 'maps']} "
+            f"({int(counts.loc[method, 'empty'])}) | {' | '.join(cells)} | {delta} |"
+        )
+    lines += [
+        "",
+        "Medians over scored maps: "
+        + "; ".join(
+            f"`{method}` "
+            + ", ".join(
+                f"{SALIENCY_SCORES[s]} {_value(block.set_index('score').loc[s, 'median'])}"
+                for s in ("dice", "hd95", "ssim")
+            )
+            for method, block in saliency.groupby("method", sort=False)
+        )
+        + ".",
+    ]
+    lines += ["", "## Figures", ""]
+    for name, caption in figures.items():
+        lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+    lines += [
+        "## Inputs",
+        "",
+        "Every file this report was computed from, with its SHA-256:",
+        "",
+        "| file | sha256 |",
+        "|---|---|",
+    ]
+    lines += [f"| `{path}` | `{sha256_file(path)}` |" for path in inputs]
+    return "\n".join(lines) + "\n"
