@@ -53,6 +53,10 @@ def test_defaults_equal_the_shipped_params_file() -> None:
         ({"saliency": {"threshold": "top0%"}}, "saliency.threshold", "0 < k <= 100"),
         ({"report": {"reference": "vit"}}, "(top level)", "not one of pipeline.methods"),
         ({"prepare": {"dataset": "report"}}, "(top level)", "reserved"),
+        ({"segment": {"modes": ["frozen", "frozen"]}}, "segment.modes", "must not repeat"),
+        ({"segment": {"modes": ["linear_probe"]}}, "segment.modes.0", "'frozen'"),
+        ({"segment": {"modes": []}}, "segment.modes", "at least 1"),
+        ({"segment": {"max_train_images": 0}}, "segment.max_train_images", "greater than"),
     ],
 )
 def test_invalid_values_name_the_key(raw: dict, key: str, hint: str) -> None:
@@ -67,6 +71,14 @@ def test_invalid_values_name_the_key(raw: dict, key: str, hint: str) -> None:
 @pytest.mark.parametrize("threshold", ["otsu", 0.0, 0.5, 1.0, "top10%", "top2.5%", "top100%"])
 def test_accepted_saliency_thresholds(threshold: str | float) -> None:
     assert validate_params({"saliency": {"threshold": threshold}}).saliency.threshold == threshold
+
+
+def test_segment_modes_add_the_reference_modes_for_the_reference_only() -> None:
+    from sibnet.config import segment_modes
+
+    params = Params()
+    assert segment_modes(params, "baseline") == ["frozen", "finetune", "scratch"]
+    assert segment_modes(params, "sibnet") == ["frozen"]
 
 
 def test_all_problems_are_reported_together() -> None:

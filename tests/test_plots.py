@@ -249,3 +249,22 @@ def test_training_summary_rejects_missing_column(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="histories"):
         plot_training_summary({}, tmp_path / "t.png", "t")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_segmentation_overlay_writes_a_png_and_checks_shapes(tmp_path: Path) -> None:
+    from sibnet.plots import plot_segmentation_overlay
+
+    rng = np.random.default_rng(0)
+    images = rng.random((2, 16, 16))
+    truth = np.zeros((2, 2, 16, 16), dtype=bool)
+    truth[:, 0, 2:8, 2:7] = truth[:, 1, 2:8, 9:14] = True
+    empty = np.zeros_like(truth)  # an empty prediction draws no outline
+    path = tmp_path / "segmentation.png"
+    plot_segmentation_overlay(
+        images, truth, {"a · frozen": truth, "b · scratch": empty}, ["x", "y"], path, "t"
+    )
+    assert path.read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match=r"predictions\['a'\] has shape"):
+        plot_segmentation_overlay(images, truth, {"a": truth[:1]}, ["x", "y"], path, "t")
+    with pytest.raises(ValueError, match="captions has 1 entries"):
+        plot_segmentation_overlay(images, truth, {"a": truth}, ["x"], path, "t")

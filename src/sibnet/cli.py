@@ -12,6 +12,8 @@ inputs and outputs the Snakemake rules and DVC stages pass::
                     --predictions ... --method baseline --seed 0
     sibnet saliency --params params.yaml --prepared ... --checkpoint ... --saliency ...
                     --summary ... --examples ... --method baseline --seed 0
+    sibnet segment  --params params.yaml --prepared ... --checkpoint ... --segmenters ...
+                    --segmentation ... --summary ... --examples ... --method baseline --seed 0
     sibnet report   --params params.yaml --results results/phantom --models models/phantom
                     --report results/report --metrics results/metrics.json
                     --noise_plot results/plots/auc_vs_noise.csv
@@ -42,6 +44,8 @@ _STAGE_HELP = {
     "evaluate": "score a trained classifier on the test split",
     "robustness": "test macro AUC under Gaussian noise of every configured sigma",
     "saliency": "score Grad-CAM maps against the lesion masks (Dice, HD95, SSIM, pointing game)",
+    "segment": "train and score segmentation decoders on the trained encoder (frozen, "
+    "finetune, scratch)",
     "report": "tables, figures and metrics.json over every method and seed",
 }
 

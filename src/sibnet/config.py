@@ -39,11 +39,13 @@ __all__ = [
     "ReportParams",
     "RobustnessParams",
     "SaliencyParams",
+    "SegmentParams",
     "SplitParams",
     "TrackingParams",
     "TrainParams",
     "load_params",
     "read_yaml",
+    "segment_modes",
     "validate_params",
 ]
 
@@ -253,6 +255,45 @@ class SaliencyParams(_Bootstrap):
         return check_threshold(threshold)
 
 
+class SegmentParams(_Bootstrap):
+    """The ``segment`` stage: the paper's transfer recipe, a decoder under a trained encoder.
+
+    ``structures`` are organ masks of the prepared dataset (``dataset.json`` ``organs``), one
+    sigmoid output each. Modes: ``frozen`` (the trained encoder fixed, only the decoder learns:
+    the paper's recipe), ``finetune`` (the trained encoder learns too) and ``scratch`` (the same
+    network from random initialisation, end to end), all trained with the same settings.
+    ``modes`` are trained for every method; ``reference_modes`` in addition for the method
+    ``report.reference`` only, to show the trade-off once without paying for it per method.
+    Training uses the first ``max_train_images`` annotated training images and the first
+    ``max_val_images`` validation images (``null``: all), keeping the epoch with the best
+    validation Dice; every annotated test image is scored.
+    """
+
+    structures: list[Name] = Field(
+        default_factory=lambda: ["lung_left", "lung_right"], min_length=1
+    )
+    modes: list[Literal["frozen", "finetune", "scratch"]] = Field(
+        default_factory=lambda: ["frozen"], min_length=1
+    )
+    reference_modes: list[Literal["frozen", "finetune", "scratch"]] = Field(
+        default_factory=lambda: ["finetune", "scratch"]
+    )
+    epochs: int = Field(4, ge=1, le=10_000)
+    batch_size: int = Field(8, ge=1, le=65_536)
+    learning_rate: float = Field(3e-3, gt=0.0, le=1.0)
+    max_train_images: int | None = Field(160, ge=1)
+    max_val_images: int | None = Field(64, ge=1)
+    figure_images: int = Field(4, ge=0, le=64)
+    threads: int = Field(1, ge=1, le=256)
+
+    @field_validator("structures", "modes", "reference_modes")
+    @classmethod
+    def _unique_entries(cls, values: list[str]) -> list[str]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"entries must not repeat, got {values}")
+        return values
+
+
 class ReportParams(_Bootstrap):
     """The ``report`` stage: tables and figures over every method and seed.
 
@@ -292,6 +333,7 @@ class Params(_Section):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     robustness: RobustnessParams = Field(default_factory=RobustnessParams)
     saliency: SaliencyParams = Field(default_factory=SaliencyParams)
+    segment: SegmentParams = Field(default_factory=SegmentParams)
     report: ReportParams = Field(default_factory=ReportParams)
     methods: dict[Name, MethodParams] = Field(default_factory=lambda: dict(DEFAULT_METHODS))
     pipeline: PipelineParams = Field(default_factory=PipelineParams)
@@ -330,6 +372,15 @@ class Params(_Section):
         if name not in self.methods:
             raise ParamsError(f"unknown method {name!r}; params define {sorted(self.methods)}")
         return self.methods[name]
+
+
+def segment_modes(params: Params, method: str) -> list[str]:
+    """The segmentation modes trained for ``method``: ``segment.modes``, plus
+    ``segment.reference_modes`` for the reference method ``report.reference``."""
+    modes = list(params.segment.modes)
+    if method == params.report.reference:
+        modes += [m for m in params.segment.reference_modes if m not in modes]
+    return modes
 
 
 class _Yaml12Loader(yaml.SafeLoader):

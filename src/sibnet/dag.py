@@ -159,6 +159,24 @@ STAGES: dict[str, Stage] = {
             metrics=("summary",),
         ),
         Stage(
+            name="segment",
+            inputs={"prepared": PREPARED, "checkpoint": f"{MODELS}/{RUN}/classifier.pt"},
+            outputs={
+                "segmenters": f"{MODELS}/{RUN}/segmenters",
+                "segmentation": f"{RESULTS}/{RUN}/segmentation.parquet",
+                "summary": f"{RESULTS}/{RUN}/segmentation.json",
+                "examples": f"{RESULTS}/{RUN}/segmentation_examples.npz",
+            },
+            params=("segment", "methods.{method}", "report.reference"),
+            per_method=True,
+            directories=("segmenters",),
+            metrics=("summary",),
+            threads_key="segment.threads",
+            mem_mb=3000,
+            runtime=120,
+            gpu=1,
+        ),
+        Stage(
             name="report",
             inputs={"results": RESULTS, "models": MODELS},
             outputs={
@@ -171,7 +189,7 @@ STAGES: dict[str, Stage] = {
             directories=("report",),
             metrics=("metrics",),
             uncached=("noise_plot", "saliency_plot"),
-            gathers=("train", "evaluate", "robustness", "saliency"),
+            gathers=("train", "evaluate", "robustness", "saliency", "segment"),
             mem_mb=2000,
             runtime=30,
         ),

@@ -27,6 +27,7 @@ __all__ = [
     "plot_roc",
     "plot_saliency_distributions",
     "plot_saliency_overlay",
+    "plot_segmentation_overlay",
     "plot_training_curves",
     "plot_training_summary",
     "roc_curve",
@@ -419,5 +420,77 @@ def plot_training_summary(
     handles, labels = right.get_legend_handles_labels()
     if handles:
         figure.legend(handles, labels, loc="outside right upper", fontsize="small")
+    figure.suptitle(title)
+    _save(figure, path)
+
+
+def plot_segmentation_overlay(
+    images: np.ndarray,
+    truth: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    captions: Sequence[str],
+    path: str | Path,
+    title: str,
+) -> None:
+    """Predicted against ground-truth outlines over the same images, one grid row per model.
+
+    Args:
+        images: ``(N, H, W)`` grey images, intensity in [0, 1].
+        truth: ``(N, K, H, W)`` bool ground-truth masks of ``K`` structures.
+        predictions: row label (e.g. a method) → ``(N, K, H, W)`` bool predicted masks.
+        captions: ``N`` column titles.
+        path: the PNG to write.
+        title: the figure title.
+
+    Ground truth is outlined in lime (solid), predictions in magenta (dashed), every structure.
+
+    Raises:
+        ValueError: an argument's shape or length does not match, naming the argument.
+    """
+    images = np.asarray(images, dtype=float)
+    truth = np.asarray(truth).astype(bool)
+    if images.ndim != 3 or truth.ndim != 4 or truth.shape[0] != len(images):
+        raise ValueError(
+            f"images {images.shape} and truth {truth.shape} must be (N, H, W), (N, K, H, W)"
+        )
+    if truth.shape[2:] != images.shape[1:]:
+        raise ValueError(f"truth has shape {truth.shape}, images {images.shape}")
+    if not predictions:
+        raise ValueError("predictions is empty")
+    for label, predicted in predictions.items():
+        if np.shape(predicted) != truth.shape:
+            raise ValueError(
+                f"predictions[{label!r}] has shape {np.shape(predicted)}, truth {truth.shape}"
+            )
+    if len(captions) != len(images):
+        raise ValueError(f"captions has {len(captions)} entries, images {len(images)}")
+    rows, columns = len(predictions), len(images)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(2.2 * columns + 0.6, 2.2 * rows + 0.8), squeeze=False
+    )
+    for r, (label, predicted) in enumerate(predictions.items()):
+        for c in range(columns):
+            axis = axes[r, c]
+            axis.imshow(images[c], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            for k in range(truth.shape[1]):
+                _draw_contour(axis, truth[c, k], colors="lime", linewidths=1.0)
+                _draw_contour(
+                    axis,
+                    np.asarray(predicted[c, k], dtype=bool),
+                    colors="magenta",
+                    linewidths=1.0,
+                    linestyles="dashed",
+                )
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if r == 0:
+                axis.set_title(captions[c], fontsize="small")
+            if c == 0:
+                axis.set_ylabel(label)
+    handles = [
+        Line2D([], [], color="lime", linewidth=1.0, label="ground truth"),
+        Line2D([], [], color="magenta", linewidth=1.0, linestyle="dashed", label="prediction"),
+    ]
+    figure.legend(handles=handles, loc="lower center", ncols=2, fontsize="small", frameon=False)
     figure.suptitle(title)
     _save(figure, path)

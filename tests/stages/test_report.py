@@ -19,6 +19,7 @@ from sibnet.stages.report import REPORT_FILES, ReportError, report
 
 CLASSES = ["normal", "nodule", "effusion"]
 SIGMAS = [0.0, 0.05, 0.1]
+MODES = ["frozen", "finetune", "scratch"]
 N = 60
 
 
@@ -96,6 +97,38 @@ def _write_run(root: Path, method: str, seed: int, skill: float) -> None:
     pd.DataFrame(
         {"epoch": [1, 2], "train_loss": [1.0, 0.8], "val_loss": [1.1, 0.9], "val_auc": [0.6, 0.7]}
     ).to_csv(_path(root, "train", "history", method, seed), index=False)
+    structures = ["lung_left", "lung_right"]
+    seg = pd.DataFrame(
+        [
+            {
+                "method": method,
+                "seed": seed,
+                "mode": mode,
+                "id": image_id,
+                "structure": s,
+                "dice": min(
+                    1.0, skill / 4 + (0.1 if mode == "scratch" else 0.0) + rng.normal(0, 0.02)
+                ),
+                "hd95": rng.uniform(1, 5),
+            }
+            for mode in MODES
+            for image_id in ids[:20]
+            for s in structures
+        ]
+    )
+    seg.to_parquet(_path(root, "segment", "segmentation", method, seed))
+    truth = np.zeros((2, 2, 16, 16), dtype=bool)
+    truth[:, 0, 2:8, 2:7] = truth[:, 1, 2:8, 9:14] = True
+    write_npz(
+        _path(root, "segment", "examples", method, seed),
+        {
+            "image": rng.random((2, 16, 16), dtype=np.float32),
+            "truth": truth,
+            **{f"pred_{mode}": truth for mode in MODES},
+            "id": ids[[0, 1]],
+            "structures": np.array(structures),
+        },
+    )
 
 
 def _report(params: Params, root: Path) -> dict:
@@ -179,7 +212,9 @@ def test_report_folder_summary_and_plot_data(reported) -> None:
     assert "2 methods × 2 seed(s) (0, 1)" in summary
     assert "| better | 2 |" in summary and "higher" in summary
     inputs = [line for line in summary.splitlines() if line.startswith("| `")]
-    assert "## Inputs" in summary and len(inputs) == 2 * (2 * 4 + 1)  # + examples of seed 0
+    # Per method: 5 files per seed (predictions, noisy predictions, saliency, segmentation,
+    # history), plus the saliency and segmentation examples of the first seed.
+    assert "## Inputs" in summary and len(inputs) == 2 * (2 * 5 + 2)
     for png in folder.glob("*.png"):
         assert png.read_bytes().startswith(b"\x89PNG")
     noise = pd.read_csv(root / "results/plots/auc_vs_noise.csv")
@@ -187,6 +222,21 @@ def test_report_folder_summary_and_plot_data(reported) -> None:
     assert noise["sigma"].tolist() == SIGMAS
     bars = pd.read_csv(root / "results/plots/saliency.csv")
     assert bars["method"].tolist() == ["plain", "better"]
+
+
+def test_segmentation_table_per_mode_with_paired_deltas(reported) -> None:
+    _, root, metrics = reported
+    better = metrics["segmentation"]["better"]
+    assert set(better) == set(MODES)
+    rows = pd.concat(
+        pd.read_parquet(_path(root, "segment", "segmentation", "better", s)) for s in (0, 1)
+    )
+    frozen = rows[rows["mode"] == "frozen"].groupby(["id", "structure"])["dice"].mean()
+    assert better["frozen"]["dice"]["mean"] == pytest.approx(frozen.mean(), abs=1e-6)
+    assert better["frozen"]["dice"]["delta_ci_low"] > 0  # skill 3 vs 1
+    summary = (root / "results/report/summary.md").read_text()
+    assert "## Segmentation from the classifiers' encoders" in summary
+    assert "| better | scratch | 2 |" in summary
 
 
 def test_report_is_deterministic(reported, tmp_path: Path) -> None:

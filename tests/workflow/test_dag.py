@@ -59,8 +59,8 @@ def _dvc_commands(copy: Path) -> list[str]:
 
 def test_snakemake_and_dvc_run_the_same_commands(copy: Path) -> None:
     snakemake = _snakemake_commands(copy)
-    # prepare + (train, evaluate, robustness, saliency) × 2 methods × 2 seeds + report
-    assert len(snakemake) == 1 + 4 * 2 * 2 + 1
+    # prepare + (train, evaluate, robustness, saliency, segment) × 2 methods × 2 seeds + report
+    assert len(snakemake) == 1 + 5 * 2 * 2 + 1
     assert snakemake == _dvc_commands(copy)
 
 
@@ -72,7 +72,7 @@ def test_dvc_orders_the_report_after_every_run(copy: Path) -> None:
         (report,) = [s for s in graph if s.name == "report"]
         upstream = {s.name.split("@")[0] for s in graph.successors(report)}
     # The report's folder dependencies contain the outputs of the per-run stages.
-    assert {"train", "evaluate", "robustness", "saliency"} <= upstream
+    assert {"train", "evaluate", "robustness", "saliency", "segment"} <= upstream
 
 
 def test_dvc_plots_are_declared_over_the_report_data() -> None:

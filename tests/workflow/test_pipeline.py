@@ -29,6 +29,10 @@ def _outputs(root: Path) -> list[Path]:
             root / f"results/tiny/{method}/seed{seed}/saliency.parquet",
             root / f"results/tiny/{method}/seed{seed}/saliency.json",
             root / f"results/tiny/{method}/seed{seed}/saliency_examples.npz",
+            root / f"results/tiny/{method}/seed{seed}/segmentation.parquet",
+            root / f"results/tiny/{method}/seed{seed}/segmentation.json",
+            root / f"results/tiny/{method}/seed{seed}/segmentation_examples.npz",
+            *sorted((root / f"models/tiny/{method}/seed{seed}/segmenters").glob("*.pt")),
         ]
     files += [root / "results/metrics.json", *(root / "results/plots").glob("*.csv")]
     files += sorted(p for p in (root / "results/report").iterdir() if not p.name.startswith("."))
@@ -71,6 +75,12 @@ def test_the_report_covers_every_method_and_seed(snakemake_run: Path) -> None:
         f"sigma_{s:g}" for s in (0, 0.005, 0.01, 0.05, 0.1)
     }
     assert set(metrics["saliency"]["baseline"]) >= {"dice", "hd95", "ssim", "pointing_hit"}
+    # Every method in segment.modes (frozen); the reference (baseline) in all three.
+    assert set(metrics["segmentation"]["sibnet"]) == {"frozen"}
+    assert set(metrics["segmentation"]["baseline"]) == {"frozen", "finetune", "scratch"}
+    for method, seed in RUNS:
+        segmenters = snakemake_run / f"models/tiny/{method}/seed{seed}/segmenters"
+        assert len(list(segmenters.glob("*.pt"))) == (3 if method == "baseline" else 1)
 
 
 def test_second_snakemake_invocation_finds_nothing_to_do(snakemake_run: Path) -> None:
@@ -150,7 +160,9 @@ def test_every_stage_run_is_in_the_default_mlflow_store(snakemake_run: Path) -> 
     runs = client.search_runs([experiment.experiment_id])
     stages = sorted(r.data.tags["sibnet.stage"] for r in runs)
     assert stages == sorted(
-        ["evaluate"] * 4 + ["prepare", "report"] + ["robustness", "saliency", "train"] * 4
+        ["evaluate"] * 4
+        + ["prepare", "report"]
+        + ["robustness", "saliency", "segment", "train"] * 4
     )
     assert all(r.info.status == "FINISHED" for r in runs)
     commits = {r.data.tags["sibnet.git_commit"] for r in runs}

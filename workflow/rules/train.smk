@@ -1,5 +1,5 @@
 # Every method × seed: train a classifier, then score it on the test split (clean, under
-# noise, and its saliency maps against the lesion masks).
+# noise, and its saliency maps against the lesion masks), and reuse its encoder for segmentation.
 
 
 rule train:
@@ -72,3 +72,21 @@ rule saliency:
         CONDA_ENV
     shell:
         stage_shell("saliency")
+
+
+rule segment:
+    input:
+        **stage_inputs("segment"),
+    output:
+        **stage_outputs("segment"),
+    log:
+        stage_log("segment"),
+    params:
+        watched=stage_params("segment"),
+    threads: stage_threads("segment")
+    resources:
+        **stage_resources("segment"),
+    conda:
+        CONDA_ENV
+    shell:
+        stage_shell("segment")

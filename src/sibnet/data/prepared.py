@@ -416,3 +416,30 @@ class PreparedImages(torch.utils.data.Dataset):
         image = torch.from_numpy(self.dataset.images(row)[0])
         target = torch.from_numpy(self.dataset.labels[row[0]].astype(np.float32))
         return image, target
+
+
+class PreparedOrganMasks(torch.utils.data.Dataset):
+    """Images and organ masks of given manifest rows, as tensors, for segmentation.
+
+    Items are ``(image, masks)``: ``image`` ``(1, H, W)`` float32 in [0, 1]; ``masks``
+    ``(K, H, W)`` float32 0/1, the organs ``organs`` (names from ``dataset.organs``) in order.
+    """
+
+    def __init__(self, dataset: PreparedDataset, rows: np.ndarray, organs: Sequence[str]) -> None:
+        unknown = [o for o in organs if o not in dataset.organs]
+        if unknown:
+            raise PreparedError(
+                f"{dataset.root}: no organ mask named {unknown}; this dataset has {dataset.organs}"
+            )
+        self.dataset = dataset
+        self.rows = np.asarray(rows)
+        self.channels = [dataset.organs.index(o) for o in organs]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        row = self.rows[index : index + 1]
+        image = torch.from_numpy(self.dataset.images(row)[0])
+        masks = self.dataset.organ_masks(row)[0][self.channels].astype(np.float32)
+        return image, torch.from_numpy(masks)

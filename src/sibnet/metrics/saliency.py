@@ -23,10 +23,7 @@ Degenerate cases (documented here, tested):
   if both are empty and NaN (undefined) if exactly one is — summaries count NaNs separately;
   SSIM is always defined.
 
-HD95 is the symmetric 95th percentile Hausdorff distance between the two masks' boundaries
-(boundary = mask XOR its binary erosion, 3×3 cross), ``max(p95(d(A→B)), p95(d(B→A)))`` over
-boundary pixels, as MONAI's ``compute_hausdorff_distance(..., percentile=95)``; in pixels, or
-in physical units with ``spacing`` (row, column).
+Dice and HD95 (pixels, or physical units with ``spacing``) are :mod:`sibnet.metrics.masks`'s.
 """
 
 from __future__ import annotations
@@ -35,12 +32,20 @@ import re
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from skimage.filters import threshold_otsu
 from skimage.metrics import structural_similarity
 
-__all__ = ["binarise", "check_threshold", "convex_hull_mask", "dice", "hd95", "saliency_agreement"]
+from sibnet.metrics.masks import dice, hd95
+
+__all__ = [
+    "binarise",
+    "check_threshold",
+    "convex_hull_mask",
+    "dice",
+    "hd95",
+    "saliency_agreement",
+]
 
 _TOP = re.compile(r"^top(\d+(?:\.\d+)?)%$")
 
@@ -110,38 +115,6 @@ def _hull(foreground: np.ndarray) -> tuple[np.ndarray, bool]:
     mask = np.zeros_like(foreground, dtype=bool)
     mask[r0 : r1 + 1, c0 : c1 + 1] = inside.reshape(rows.shape)
     return mask, False
-
-
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Dice coefficient ``2|A∩B| / (|A| + |B|)``; 1 when both masks are empty."""
-    total = prediction.sum() + truth.sum()
-    if total == 0:
-        return 1.0
-    return float(2.0 * np.logical_and(prediction, truth).sum() / total)
-
-
-def _boundary(mask: np.ndarray) -> np.ndarray:
-    return mask ^ ndimage.binary_erosion(mask, border_value=0)
-
-
-def hd95(
-    prediction: np.ndarray, truth: np.ndarray, spacing: tuple[float, float] | None = None
-) -> float:
-    """Symmetric 95th-percentile Hausdorff distance between two ``(H, W)`` masks' boundaries.
-
-    0 when both masks are empty, NaN when exactly one is (undefined).
-    """
-    if not prediction.any() and not truth.any():
-        return 0.0
-    if not prediction.any() or not truth.any():
-        return float("nan")
-    sampling = (1.0, 1.0) if spacing is None else tuple(float(s) for s in spacing)
-    edges = _boundary(prediction), _boundary(truth)
-    directed = []
-    for source, target in (edges, edges[::-1]):
-        distance = ndimage.distance_transform_edt(~target, sampling=sampling)
-        directed.append(np.percentile(distance[source], 95))
-    return float(max(directed))
 
 
 def _scores(prediction: np.ndarray, truth: np.ndarray, spacing) -> dict[str, float]:

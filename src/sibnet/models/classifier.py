@@ -9,7 +9,8 @@ Architectures (``ARCHITECTURES``):
 - ``resnet10_small`` — the CPU default: MONAI ``ResNet`` with one basic block per stage, widths
   16-32-64-128, a 7×7 stride-2 stem and no max-pool. Output stride 16, so 128×128 inputs give an
   8×8 last feature map: fine enough for Grad-CAM to localise a finding. About 0.3 M parameters.
-- ``resnet18`` — MONAI's standard ResNet-18 (output stride 32).
+- ``resnet18`` — MONAI's ResNet-18 with MONAI's default stride-1 7×7 stem, then max-pool
+  (output stride 16, so 128×128 inputs give 8×8 maps; torchvision's has 32).
 - ``densenet121`` — MONAI's DenseNet-121, the paper's network (output stride 32).
 """
 
@@ -34,6 +35,7 @@ __all__ = [
     "build_classifier",
     "load_checkpoint",
     "params_hash",
+    "read_checkpoint",
     "save_checkpoint",
 ]
 
@@ -149,6 +151,26 @@ def save_checkpoint(
         torch.save(payload, handle)
 
 
+def read_checkpoint(path: str | Path, expected_format: str, kind: str) -> dict[str, Any]:
+    """Read a sibnet checkpoint dictionary (``weights_only``) and check its ``format``.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or not a ``kind`` checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {kind} checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or foreign files
+        raise CheckpointError(f"{path}: not a readable checkpoint: {error}") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != expected_format:
+        raise CheckpointError(
+            f"{path}: not a sibnet {kind} checkpoint (expected format {expected_format!r})"
+        )
+    return checkpoint
+
+
 def load_checkpoint(
     path: str | Path, *, architecture: str | None = None, attention: str | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -165,16 +187,7 @@ def load_checkpoint(
         checkpoint dictionary.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint: {error}") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path}: not a sibnet classifier checkpoint (expected format {CHECKPOINT_FORMAT!r})"
-        )
+    checkpoint = read_checkpoint(path, CHECKPOINT_FORMAT, "classifier")
     found = checkpoint["architecture"]
     if architecture is not None and found != architecture:
         raise CheckpointError(

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sibnet.config import Params
+from sibnet.config import Params, segment_modes
 from sibnet.dag import MODELS, RESULTS, gathered, stage
 from sibnet.files import atomic_dir, atomic_file, sha256_file, write_json
 from sibnet.metrics.comparison import COMPARISON_COLUMNS, compare_aucs, compare_scores
@@ -41,6 +41,7 @@ from sibnet.plots import (
     plot_auc_vs_noise,
     plot_saliency_distributions,
     plot_saliency_overlay,
+    plot_segmentation_overlay,
     plot_training_summary,
 )
 from sibnet.stages.common import read_predictions
@@ -69,6 +70,8 @@ REPORT_FILES = (
     "saliency_distributions.png",
     "saliency_overlay.png",
     "training_curves.png",
+    "segmentation.csv",
+    "segmentation_overlay.png",
 )
 """What ``results/report/`` holds (the overlay figure only if some map was scored)."""
 
@@ -199,6 +202,29 @@ def report(
         m: dict(np.load(need(results, RESULTS, "saliency", "examples", m, first_seed)))
         for m in methods
     }
+    # Segmentation from each classifier's encoder, from the segment stage.
+    segmentation_rows = pd.concat(
+        [pd.read_parquet(need(results, RESULTS, "segment", "segmentation", m, s)) for m, s in runs],
+        ignore_index=True,
+    )
+    segmentation_table = pd.concat(
+        [
+            compare_scores(
+                segmentation_rows[segmentation_rows["mode"] == mode],
+                score,
+                keys=("id", "structure"),
+                reference=settings.reference,
+                **boot,
+            ).assign(mode=mode, score=score)
+            for mode in segmentation_rows["mode"].unique()
+            for score in ("dice", "hd95")
+        ],
+        ignore_index=True,
+    )
+    segmentation_examples = {
+        m: dict(np.load(need(results, RESULTS, "segment", "examples", m, first_seed)))
+        for m in methods
+    }
     histories = {
         m: [
             pd.read_csv(need(models, MODELS, "train", "history", m, s))
@@ -207,20 +233,29 @@ def report(
         for m in methods
     }
 
-    summary = _metrics_json(params, clean_table, noise_table, saliency_table)
+    summary = _metrics_json(params, clean_table, noise_table, saliency_table, segmentation_table)
     with start_run(params, stage="report") as tracker, atomic_dir(report) as folder:
         tracker.log_params(
             {"report": settings.model_dump(mode="json"), "pipeline": params.pipeline.model_dump()}
         )
         figures = _figures(folder, params, noise_table, saliency_rows, examples, histories)
+        figures.update(_segmentation_figure(folder, params, segmentation_examples))
         for name, table in (
             ("clean_auc.csv", clean_table),
             ("auc_under_noise.csv", noise_table),
             ("saliency.csv", saliency_table),
+            ("segmentation.csv", segmentation_table),
         ):
             table.to_csv(folder / name, index=False, float_format="%.6f")
         markdown = _markdown(
-            params, clean_table, noise_table, saliency_table, saliency_rows, figures, inputs
+            params,
+            clean_table,
+            noise_table,
+            saliency_table,
+            saliency_rows,
+            segmentation_table,
+            figures,
+            inputs,
         )
         (folder / "summary.md").write_text(markdown, encoding="utf-8")
         for path in sorted(folder.iterdir()):
@@ -262,6 +297,7 @@ def _metrics_json(
     clean: pd.DataFrame,
     noise: pd.DataFrame,
     saliency: pd.DataFrame,
+    segmentation: pd.DataFrame,
 ) -> dict[str, Any]:
     return {
         "dataset": params.prepare.dataset,
@@ -276,6 +312,13 @@ def _metrics_json(
         "saliency": {
             method: {row["score"]: _entry(row) for _, row in block.iterrows()}
             for method, block in saliency.groupby("method", sort=False)
+        },
+        "segmentation": {
+            method: {
+                mode: {row["score"]: _entry(row) for _, row in rows.iterrows()}
+                for mode, rows in block.groupby("mode", sort=False)
+            }
+            for method, block in segmentation.groupby("method", sort=False)
         },
     }
 
@@ -328,6 +371,78 @@ def _figures(
     return figures
 
 
+def _segmentation_figure(
+    folder: Path, params: Params, examples: dict[str, dict[str, np.ndarray]]
+) -> dict[str, str]:
+    """The segmentation overlay: every method in the first mode, the reference in the others."""
+    modes = segment_modes(params, params.report.reference)
+    first = next(iter(examples.values()))
+    ids = [str(i) for i in first["id"]]
+    if not ids:
+        return {}
+    predictions: dict[str, np.ndarray] = {}
+    for method, arrays in examples.items():
+        if [str(i) for i in arrays["id"]] != ids:
+            raise ReportError(f"the segmentation examples of {method!r} show other images")
+        predictions[f"{method} · {modes[0]}"] = arrays[f"pred_{modes[0]}"]
+    reference = examples[params.report.reference]
+    for mode in modes[1:]:
+        predictions[f"{params.report.reference} · {mode}"] = reference[f"pred_{mode}"]
+    plot_segmentation_overlay(
+        first["image"],
+        first["truth"],
+        predictions,
+        ids,
+        folder / "segmentation_overlay.png",
+        f"{params.prepare.dataset}: segmentation ({', '.join(first['structures'])}), "
+        f"seed {params.pipeline.seeds[0]}",
+    )
+    return {
+        "segmentation_overlay.png": (
+            f"Segmentation of the same {len(ids)} test images: every method's "
+            f"{modes[0]} encoder, and the reference method's other modes; ground truth solid, "
+            "prediction dashed."
+        )
+    }
+
+
+def _segmentation_markdown(params: Params, table: pd.DataFrame) -> str:
+    settings = params.segment
+    ref = params.report.reference
+    pct = f"{100 * params.report.confidence:g}%"
+    lines = [
+        "## Segmentation from the classifiers' encoders",
+        "",
+        f"A U-Net-style decoder trained on {', '.join(settings.structures)} "
+        f"({settings.epochs} epochs, the first {settings.max_train_images or 'all'} annotated "
+        "training images, Dice + BCE), under each method's encoder: *frozen* (trained encoder "
+        "fixed — the paper's transfer recipe), *finetune* (trained encoder learns too), "
+        "*scratch* (the same network from random initialisation); "
+        f"{', '.join(settings.modes)} for every method, "
+        f"{', '.join(settings.reference_modes) or 'nothing more'} also for `{ref}`. "
+        "Cells: mean [CI] over test images × structures; HD95 in pixels.",
+        "",
+        f"| method | mode | seeds | Dice | {pct} CI | HD95 (px) | {pct} CI | Δ Dice vs {ref} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (method, mode), block in table.groupby(["method", "mode"], sort=False):
+        block = block.set_index("score")
+        d, h = block.loc["dice"], block.loc["hd95"]
+        delta = (
+            "reference"
+            if method == ref
+            else (
+                f"{_value(d['delta'], sign=True)} {_ci(d, 'delta_ci_low', 'delta_ci_high')} "
+                f"{_verdict(d)}"
+            )
+        )
+        lines.append(
+            f"| {method} | {mode} | {int(d['n_seeds'])} | {_value(d['mean'])} | {_ci(d)} | "
+            f"{_value(h['mean'])} | {_ci(h)} | {delta} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _ci(row: Any, low: str = "ci_low", high: str = "ci_high", digits: int = 3) -> str:
     a, b = row[low], row[high]
     if not (math.isfinite(a) and math.isfinite(b)):
@@ -358,6 +473,7 @@ def _markdown(
     noise: pd.DataFrame,
     saliency: pd.DataFrame,
     rows: pd.DataFrame,
+    segmentation: pd.DataFrame,
     figures: dict[str, str],
     inputs: list[Path],
 ) -> str:
@@ -470,6 +586,7 @@ def _markdown(
         )
         + ".",
     ]
+    lines += ["", *_segmentation_markdown(params, segmentation).splitlines()]
     lines += ["", "## Figures", ""]
     for name, caption in figures.items():
         lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
