@@ -466,7 +466,11 @@ def plot_segmentation_overlay(
         raise ValueError(f"captions has {len(captions)} entries, images {len(images)}")
     rows, columns = len(predictions), len(images)
     figure, axes = plt.subplots(
-        rows, columns, figsize=(2.2 * columns + 0.6, 2.2 * rows + 0.8), squeeze=False
+        rows,
+        columns,
+        figsize=(2.2 * columns + 0.6, 2.2 * rows + 0.8),
+        squeeze=False,
+        layout="constrained",
     )
     for r, (label, predicted) in enumerate(predictions.items()):
         for c in range(columns):
@@ -491,6 +495,8 @@ def plot_segmentation_overlay(
         Line2D([], [], color="lime", linewidth=1.0, label="ground truth"),
         Line2D([], [], color="magenta", linewidth=1.0, linestyle="dashed", label="prediction"),
     ]
-    figure.legend(handles=handles, loc="lower center", ncols=2, fontsize="small", frameon=False)
+    figure.legend(
+        handles=handles, loc="outside lower center", ncols=2, fontsize="small", frameon=False
+    )
     figure.suptitle(title)
     _save(figure, path)
