@@ -107,3 +107,16 @@ def test_the_local_profile_is_accepted(copy: Path) -> None:
         env=clean_env(),
     )
     assert "prepare" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("params_file", [ROOT / "params.yaml", ROOT / "tests/workflow/params.yaml"])
+def test_params_files_write_out_every_key_dvc_reads(params_file: Path) -> None:
+    # DVC reads declared params keys straight from the YAML file, without the schema's defaults.
+    raw = yaml.safe_load(params_file.read_text())
+    for name, spec in yaml.safe_load(dvc_yaml())["stages"].items():
+        for method in raw["pipeline"]["methods"]:
+            for key in spec["params"]:
+                value = raw
+                for part in key.replace("${item.method}", method).split("."):
+                    assert isinstance(value, dict) and part in value, f"{name}: {key} ({method})"
+                    value = value[part]
