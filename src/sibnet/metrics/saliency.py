@@ -45,6 +45,7 @@ __all__ = [
     "dice",
     "hd95",
     "saliency_agreement",
+    "scale_to_unit",
 ]
 
 _TOP = re.compile(r"^top(\d+(?:\.\d+)?)%$")
@@ -69,6 +70,13 @@ def check_threshold(threshold: str | float) -> str | float:
     )
 
 
+def scale_to_unit(saliency: np.ndarray) -> np.ndarray:
+    """Min–max scale an ``(H, W)`` map to [0, 1] (float64); a constant map becomes all zeros."""
+    saliency = np.asarray(saliency, dtype=np.float64)
+    low, high = saliency.min(), saliency.max()
+    return np.zeros_like(saliency) if high == low else (saliency - low) / (high - low)
+
+
 def binarise(saliency: np.ndarray, threshold: str | float = "otsu") -> np.ndarray:
     """Scale an ``(H, W)`` map to [0, 1] and threshold it; returns an ``(H, W)`` bool mask."""
     threshold = check_threshold(threshold)
@@ -77,10 +85,9 @@ def binarise(saliency: np.ndarray, threshold: str | float = "otsu") -> np.ndarra
         raise ValueError(f"saliency must be an (H, W) map, got shape {saliency.shape}")
     if not np.isfinite(saliency).all():
         raise ValueError("saliency contains NaN or infinity")
-    low, high = saliency.min(), saliency.max()
-    if high == low:
+    if saliency.min() == saliency.max():
         return np.zeros(saliency.shape, dtype=bool)
-    scaled = (saliency - low) / (high - low)
+    scaled = scale_to_unit(saliency)
     if threshold == "otsu":
         return scaled > threshold_otsu(scaled)
     if isinstance(threshold, str):  # top<k>%

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from sibnet.config import Params, segment_modes
 from sibnet.dag import MODELS, RESULTS, gathered, stage
@@ -142,7 +143,7 @@ def report(
     for m, s in runs:
         path = need(results, RESULTS, "evaluate", "predictions", m, s)
         if classes is None:
-            columns = pd.read_parquet(path).columns
+            columns = pq.read_schema(path).names  # the schema only, not the data
             classes = [c.removeprefix("prob_") for c in columns if c.startswith("prob_")]
         ids, targets, probs = read_predictions(path, classes)
         if ids0 is None:

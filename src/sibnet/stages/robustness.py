@@ -71,11 +71,10 @@ class NoisyImages(torch.utils.data.Dataset):
 
     def __init__(self, images: PreparedImages, sigma: float, *, clip: bool, noise_seed: int):
         self.images, self.sigma, self.clip = images, sigma, clip
-        first = images[0][0]
         self.noise = None
         if sigma > 0:
             rng = noise_generator(noise_seed, sigma)
-            shape = (len(images), *first.shape)
+            shape = (len(images), 1, *images.dataset.image_size)
             self.noise = rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma)
 
     def __len__(self) -> int:
@@ -93,7 +92,7 @@ class NoisyImages(torch.utils.data.Dataset):
         """Standard deviation of what was actually added (after clipping), over all pixels."""
         if self.noise is None:
             return 0.0
-        clean = torch.stack([self.images[i][0] for i in range(len(self))]).numpy()
+        clean = self.images.dataset.images(self.images.rows)  # one gather: (N, 1, H, W)
         noisy = clean + self.noise
         if self.clip:
             noisy = np.clip(noisy, 0.0, 1.0)

@@ -28,7 +28,12 @@ from sibnet.config import Params
 from sibnet.engine import probabilities
 from sibnet.files import atomic_file, write_json, write_npz
 from sibnet.metrics.bootstrap import summarise
-from sibnet.metrics.saliency import binarise, convex_hull_mask, saliency_agreement
+from sibnet.metrics.saliency import (
+    binarise,
+    convex_hull_mask,
+    saliency_agreement,
+    scale_to_unit,
+)
 from sibnet.reproducibility import configure_torch
 from sibnet.saliency.gradcam import logits_and_grad_cam, upsample
 from sibnet.stages.common import open_classifier, run_description
@@ -51,11 +56,6 @@ def scored_pairs(labels: np.ndarray, masks: np.ndarray) -> list[tuple[int, int]]
     """
     present = masks.any(axis=(2, 3))
     return [(int(i), int(c)) for i, c in np.argwhere((labels > 0) & present)]
-
-
-def _scaled(saliency: np.ndarray) -> np.ndarray:
-    low, high = saliency.min(), saliency.max()
-    return np.zeros_like(saliency) if high == low else (saliency - low) / (high - low)
 
 
 def saliency(
@@ -126,7 +126,7 @@ def saliency(
                 )
                 first_of_image = not shown["id"] or shown["id"][-1] != image_id
                 if first_of_image and len(shown["id"]) < settings.overlay_images:
-                    scaled = _scaled(maps[i, c].astype(np.float64))
+                    scaled = scale_to_unit(maps[i, c])
                     shown["image"].append(images[i, 0])
                     shown["mask"].append(masks[i, c])
                     shown["saliency"].append(scaled.astype(np.float32))

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from sibnet.config import Params, ParamsError, segment_modes
-from sibnet.data.prepared import PreparedDataset, PreparedOrganMasks
+from sibnet.data.prepared import PreparedDataset, PreparedError, PreparedOrganMasks
 from sibnet.engine import make_loader, train_epoch
 from sibnet.files import atomic_dir, atomic_file, sha256_file, write_json, write_npz
 from sibnet.metrics.bootstrap import summarise
@@ -67,7 +67,7 @@ def _annotated(dataset: PreparedDataset, split: str, limit: int | None) -> np.nd
     rows = dataset.indices(split)
     rows = rows[dataset.manifest["has_organ_masks"].to_numpy()[rows]]
     if len(rows) == 0:
-        raise ParamsError(
+        raise PreparedError(
             f"{dataset.root}: no {split} image has organ masks; `sibnet segment` needs them "
             "(set has_organ_masks in the manifest, or leave segment out of pipeline)"
         )
@@ -184,7 +184,8 @@ def segment(
     Raises:
         CheckpointError: the checkpoint is not of the method's architecture or attention kind,
             or was trained on other classes than the dataset's.
-        ParamsError: a structure is not an organ of the dataset, or no image has organ masks.
+        ParamsError: a structure of ``segment.structures`` is not an organ of the dataset.
+        PreparedError: a split has no image with organ masks.
     """
     settings = params.segment
     configure_torch(settings.threads)
