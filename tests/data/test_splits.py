@@ -58,3 +58,34 @@ def test_multilabel_patterns_including_rare_ones() -> None:
 def test_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         stratified_split(_labels(10, 2), seed=0, **kwargs)
+
+
+def test_unknown_labels_count_as_negative_for_strata() -> None:
+    rng = np.random.default_rng(3)
+    labels = (rng.random((400, 4)) < 0.3).astype(np.int8)
+    groups = rng.integers(0, 200, size=400)
+    unknown = np.where((labels == 0) & (rng.random(labels.shape) < 0.5), -1, labels)
+    unknown = unknown.astype(np.int8)
+    for test in (0.2, 0.0):
+        expected = stratified_split(labels, val=0.15, test=test, seed=4, groups=groups)
+        actual = stratified_split(unknown, val=0.15, test=test, seed=4, groups=groups)
+        assert np.array_equal(expected, actual)
+
+
+def test_no_test_split() -> None:
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 1000, size=3000)
+    labels = _labels(3000, 4)
+    labels[rng.random(3000) < 0.1, 1] = -1
+    split = stratified_split(labels, val=0.2, test=0.0, seed=0, groups=groups)
+    assert set(split) == {"train", "val"}
+    for patient in np.unique(groups):
+        assert len(set(split[groups == patient])) == 1
+    patients_in_val = np.unique(groups[split == "val"])
+    assert abs(len(patients_in_val) / len(np.unique(groups)) - 0.2) < 0.01
+
+
+@pytest.mark.parametrize(("val", "test"), [(0.1, -0.1), (0.1, 1.0), (0.1, 0.9), (1.0, 0.0)])
+def test_bad_fractions(val: float, test: float) -> None:
+    with pytest.raises(ValueError, match="0 <= test < 1"):
+        stratified_split(_labels(10, 2), val=val, test=test, seed=0)

@@ -92,3 +92,70 @@ def test_classification_metrics_is_json_ready() -> None:
 def test_bad_inputs(scores, targets, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         per_class_auc(scores, targets)
+
+
+def _pairwise_auc(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Brute-force Mann–Whitney AUC: P(positive > negative) + P(tie) / 2."""
+    positive, negative = scores[targets == 1], scores[targets == 0]
+    diff = positive[:, None] - negative[None, :]
+    return float(((diff > 0) + 0.5 * (diff == 0)).mean())
+
+
+def _with_unknown(targets: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random(targets.shape) < fraction, -1, targets).astype(np.int8)
+
+
+def test_auc_with_unknown_labels_is_the_auc_of_the_known_subset() -> None:
+    scores, targets = _data(n=300, c=5, multilabel=True)
+    unknown = _with_unknown(targets, 0.3, seed=1)
+    ours = per_class_auc(scores, unknown)
+    for c in range(targets.shape[1]):
+        known = unknown[:, c] >= 0
+        subset_scores, subset_targets = scores[known, c], unknown[known, c]
+        reference = compute_roc_auc(torch.tensor(subset_scores), torch.tensor(subset_targets))
+        assert ours[c] == pytest.approx(float(reference), abs=1e-12)
+        assert ours[c] == pytest.approx(_pairwise_auc(subset_scores, subset_targets), abs=1e-12)
+    assert macro_auc(scores, unknown) == pytest.approx(float(np.mean(ours)), abs=1e-15)
+
+
+def test_auc_with_unknown_labels_leaves_known_classes_bit_identical() -> None:
+    scores, targets = _data(n=200, c=4, multilabel=True)
+    unknown = targets.copy()
+    unknown[:50, 2] = -1
+    full = per_class_auc(scores, targets)
+    masked = per_class_auc(scores, unknown)
+    assert np.array_equal(full[[0, 1, 3]], masked[[0, 1, 3]])
+    assert masked[2] == pytest.approx(per_class_auc(scores[50:], targets[50:])[2], abs=1e-15)
+
+
+def test_auc_undefined_when_known_labels_have_one_value() -> None:
+    targets = np.array([[1, -1, -1], [0, 1, -1], [1, -1, -1], [0, 1, -1]])
+    scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.2, 0.5], [0.8, 0.3, 0.5], [0.1, 0.4, 0.5]])
+    aucs = per_class_auc(scores, targets)
+    assert aucs[0] == 1.0 and np.isnan(aucs[1]) and np.isnan(aucs[2])
+    assert macro_auc(scores, targets) == 1.0
+    assert np.isnan(macro_auc(scores, np.where(targets == 0, -1, targets)))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s, t: bootstrap_macro_auc(s, t, resamples=10, confidence=0.95, seed=0),
+        lambda s, t: accuracy(s, t, "multilabel"),
+        lambda s, t: balanced_accuracy(s, t, "multilabel"),
+        lambda s, t: classification_metrics(
+            s, t, task="multilabel", classes=list("abcd"), resamples=10
+        ),
+    ],
+)
+def test_test_split_metrics_refuse_unknown_labels(call) -> None:
+    scores, targets = _data(multilabel=True)
+    targets = _with_unknown(targets, 0.1, seed=0)
+    with pytest.raises(ValueError, match="unknown labels \\(-1\\) are not allowed"):
+        call(scores, targets)
+
+
+def test_unknown_labels_accept_only_minus_one() -> None:
+    with pytest.raises(ValueError, match="0 or 1, or -1"):
+        per_class_auc(np.zeros((2, 2)), np.array([[0, -2], [1, 0]]))

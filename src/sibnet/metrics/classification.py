@@ -5,6 +5,12 @@ exact and vectorises over bootstrap resamples. Multi-class AUC is one-vs-rest pe
 multi-label AUC is per label; the macro AUC is the mean over classes whose test labels contain
 both values (a class with only positives or only negatives has no AUC and is left out, as
 scikit-learn would refuse it).
+
+Unknown labels (-1), see :mod:`sibnet.data.prepared`, mark a label of an image as unknown (the
+CheXpert "U-Ignore" policy; multi-label train and val splits only). :func:`per_class_auc` and
+:func:`macro_auc` (used on validation predictions) accept them: each class's AUC is computed over
+the images whose label of that class is known. Every other function here scores the test split,
+whose labels are always 0/1, and refuses -1.
 """
 
 from __future__ import annotations
@@ -43,17 +49,30 @@ def per_class_auc(probabilities: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
     Args:
         probabilities: ``(N, C)`` scores (probabilities or logits; only their order matters).
-        targets: ``(N, C)`` 0/1 labels.
+        targets: ``(N, C)`` 0/1 labels, or -1 where unknown: each class is then scored on the
+            images whose label of that class is known (ranked among themselves).
 
     Returns:
-        ``(C,)`` AUCs; NaN for a class whose targets are all 0 or all 1.
+        ``(C,)`` AUCs; NaN for a class whose known targets are all 0 or all 1 (or none).
     """
-    probabilities, targets = _check(probabilities, targets)
-    return _auc_from_ranks(probabilities.T, targets.T.astype(np.float64))
+    probabilities, targets = _check(probabilities, targets, allow_unknown=True)
+    known = targets >= 0
+    if known.all():
+        return _auc_from_ranks(probabilities.T, targets.T.astype(np.float64))
+    return np.array(
+        [
+            _auc_from_ranks(scores[mask], labels[mask].astype(np.float64))
+            for scores, labels, mask in zip(probabilities.T, targets.T, known.T, strict=True)
+        ],
+        dtype=np.float64,
+    )
 
 
 def macro_auc(probabilities: np.ndarray, targets: np.ndarray) -> float:
-    """Mean of :func:`per_class_auc` over the classes where it is defined (NaN if none)."""
+    """Mean of :func:`per_class_auc` over the classes where it is defined (NaN if none).
+
+    ``targets`` may contain unknown labels (-1), as :func:`per_class_auc` allows.
+    """
     aucs = per_class_auc(probabilities, targets)
     return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
 
@@ -203,7 +222,13 @@ def classification_metrics(
     }
 
 
-def _check(probabilities: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check(
+    probabilities: np.ndarray, targets: np.ndarray, *, allow_unknown: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``(N, C)`` scores and labels; return them as float64 and int8.
+
+    ``allow_unknown`` admits unknown labels (-1) besides 0/1.
+    """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     targets = np.asarray(targets)
     if probabilities.ndim != 2 or probabilities.shape != targets.shape:
@@ -213,8 +238,16 @@ def _check(probabilities: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, 
         )
     if len(targets) == 0:
         raise ValueError("no images to score")
-    if not np.isin(targets, (0, 1)).all():
-        raise ValueError("targets must be 0 or 1")
+    if allow_unknown:
+        if not np.isin(targets, (-1, 0, 1)).all():
+            raise ValueError("targets must be 0 or 1, or -1 for unknown labels")
+    elif not np.isin(targets, (0, 1)).all():
+        message = "targets must be 0 or 1"
+        if np.isin(targets, (-1, 0, 1)).all():
+            message += (
+                "; unknown labels (-1) are not allowed here (test-split metrics need every label)"
+            )
+        raise ValueError(message)
     if not np.isfinite(probabilities).all():
         raise ValueError("probabilities contain NaN or infinity")
     return probabilities, targets.astype(np.int8)

@@ -53,13 +53,17 @@ def class_weights(labels: np.ndarray, task: str) -> torch.Tensor:
     """Class-frequency weights from ``(N, C)`` training labels.
 
     Multi-class: ``N / (C · n_c)`` (mean 1 over classes). Multi-label: ``pos_weight`` =
-    negatives / positives per label. A class without positives gets weight 1.
+    negatives / positives per label, counting ``1`` as positive and ``0`` as negative, so
+    unknown labels (-1, see :mod:`sibnet.data.prepared`) count as neither. A class without
+    positives gets weight 1.
     """
-    positives = labels.sum(axis=0).astype(np.float64)
+    labels = np.asarray(labels)
+    positives = (labels == 1).sum(axis=0).astype(np.float64)
     if task == "multiclass":
         weights = len(labels) / (labels.shape[1] * np.where(positives > 0, positives, np.nan))
     else:
-        weights = (len(labels) - positives) / np.where(positives > 0, positives, np.nan)
+        negatives = (labels == 0).sum(axis=0).astype(np.float64)
+        weights = negatives / np.where(positives > 0, positives, np.nan)
     return torch.tensor(np.nan_to_num(weights, nan=1.0), dtype=torch.float32)
 
 

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn.functional import binary_cross_entropy_with_logits
+from torch.utils.data import TensorDataset
+
+from sibnet.engine import MaskedBCEWithLogits, make_loader, predict, task_loss
+
+
+def _batch(seed: int = 0, shape: tuple[int, int] = (16, 5)) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(shape, generator=generator)
+    targets = (torch.rand(shape, generator=generator) < 0.3).float()
+    return logits, targets
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_multilabel_loss_equals_bce_for_known_labels(weighted: bool) -> None:
+    logits, targets = _batch()
+    weights = torch.tensor([0.5, 1.0, 2.0, 3.0, 4.0]) if weighted else None
+    loss = task_loss("multilabel", weights)
+    assert isinstance(loss, MaskedBCEWithLogits)
+    reference = binary_cross_entropy_with_logits(logits, targets, pos_weight=weights)
+    assert float(loss(logits, targets)) == pytest.approx(float(reference), abs=1e-6)
+    assert float(loss(logits, targets)) == pytest.approx(
+        float(nn.BCEWithLogitsLoss(pos_weight=weights)(logits, targets)), abs=1e-6
+    )
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_multilabel_loss_masks_unknown_labels(weighted: bool) -> None:
+    logits, targets = _batch(seed=1)
+    weights = torch.tensor([0.5, 1.0, 2.0, 3.0, 4.0]) if weighted else None
+    unknown = torch.rand(targets.shape, generator=torch.Generator().manual_seed(2)) < 0.4
+    masked = torch.where(unknown, torch.full_like(targets, -1.0), targets)
+    logits.requires_grad_(True)
+    value = task_loss("multilabel", weights)(logits, masked)
+    assert torch.isfinite(value)
+    elementwise = binary_cross_entropy_with_logits(
+        logits.detach(), targets, pos_weight=weights, reduction="none"
+    )
+    expected = elementwise[~unknown].mean()
+    assert float(value.detach()) == pytest.approx(float(expected), abs=1e-6)
+    value.backward()
+    assert (logits.grad[unknown] == 0).all()
+    assert (logits.grad[~unknown] != 0).all()
+
+
+def test_multilabel_loss_with_every_label_unknown_is_zero() -> None:
+    logits, targets = _batch()
+    logits.requires_grad_(True)
+    value = task_loss("multilabel")(logits, torch.full_like(targets, -1.0))
+    assert float(value.detach()) == 0.0
+    value.backward()
+    assert (logits.grad == 0).all()
+
+
+def test_multilabel_loss_moves_its_weights_with_the_module() -> None:
+    loss = task_loss("multilabel", torch.tensor([1.0, 2.0]))
+    assert "pos_weight" in dict(loss.named_buffers())
+
+
+def test_multiclass_loss_refuses_unknown_labels() -> None:
+    logits = torch.randn(3, 3)
+    targets = torch.eye(3)
+    loss = task_loss("multiclass")
+    assert torch.isfinite(loss(logits, targets))
+    targets[1, 1] = -1
+    with pytest.raises(
+        ValueError, match="unknown \\(-1\\) labels are only supported in multilabel"
+    ):
+        loss(logits, targets)
+
+
+def test_unknown_task() -> None:
+    with pytest.raises(ValueError, match="task must be"):
+        task_loss("regression")
+
+
+def test_predict_passes_unknown_labels_through() -> None:
+    images = torch.randn(6, 4)
+    labels = torch.tensor([[1, 0], [-1, 1], [0, -1], [1, 1], [-1, -1], [0, 0]], dtype=torch.float32)
+    loader = make_loader(TensorDataset(images, labels), batch_size=4, shuffle=False, seed=0)
+    model = nn.Linear(4, 2)
+    probs, targets, loss = predict(model, loader, "multilabel", task_loss("multilabel"))
+    assert targets.dtype == np.int8
+    np.testing.assert_array_equal(targets, labels.numpy().astype(np.int8))
+    assert probs.shape == (6, 2) and np.isfinite(loss)
