@@ -12,15 +12,24 @@ import pytest
 from sibnet.cli import main
 from sibnet.config import Params, validate_params
 from sibnet.dag import MODELS, RESULTS, gathered, stage
-from sibnet.files import write_npz
+from sibnet.files import write_json, write_npz
 from sibnet.metrics.classification import macro_auc
+from sibnet.metrics.comparison import COMPARISON_COLUMNS
 from sibnet.stages.common import predictions_frame
-from sibnet.stages.report import REPORT_FILES, ReportError, report
+from sibnet.stages.report import REPORT_FILES, ReportError, _compare, report
+from sibnet.stages.saliency import NOTHING_TO_SCORE, SALIENCY_COLUMNS
+from sibnet.stages.segment import (
+    SEGMENTATION_COLUMNS,
+    SEGMENTATION_DTYPES,
+    SKIPPED_NO_STRUCTURES,
+)
 
 CLASSES = ["normal", "nodule", "effusion"]
 SIGMAS = [0.0, 0.05, 0.1]
 MODES = ["frozen", "finetune", "scratch"]
 N = 60
+NO_LESIONS = f"{NOTHING_TO_SCORE} (the dataset has no lesion masks)"
+SKIPPED_FIGURES = {"saliency_distributions.png", "saliency_overlay.png", "segmentation_overlay.png"}
 
 
 def _params(methods: list[str], seeds: list[int]) -> Params:
@@ -43,8 +52,63 @@ def _path(root: Path, stage_name: str, output: str, method: str, seed: int) -> P
     return path
 
 
-def _write_run(root: Path, method: str, seed: int, skill: float) -> None:
-    """One run's outputs: better ``skill`` separates the classes more, noise blurs them."""
+def _write_skipped_saliency(root: Path, method: str, seed: int, reason: str | None) -> None:
+    """What ``sibnet saliency`` writes when nothing can be scored (``reason``: its summary's)."""
+    empty = pd.DataFrame(columns=list(SALIENCY_COLUMNS)).astype(SALIENCY_COLUMNS)
+    empty.to_parquet(_path(root, "saliency", "saliency", method, seed), index=False)
+    write_json(
+        _path(root, "saliency", "summary", method, seed),
+        {"skipped": reason, "n_maps": 0, "metrics": {}, "method": method, "seed": seed},
+    )
+    nothing = np.zeros((0, 16, 16))
+    write_npz(
+        _path(root, "saliency", "examples", method, seed),
+        {
+            "image": nothing.astype(np.float32),
+            "mask": nothing.astype(bool),
+            "saliency": nothing.astype(np.float32),
+            "hull": nothing.astype(bool),
+            "id": np.array([], dtype=str),
+            "class": np.array([], dtype=str),
+        },
+    )
+
+
+def _write_skipped_segmentation(root: Path, method: str, seed: int) -> None:
+    """What ``sibnet segment`` writes with ``segment.structures: []``."""
+    empty = pd.DataFrame(columns=list(SEGMENTATION_COLUMNS)).astype(SEGMENTATION_DTYPES)
+    empty.to_parquet(_path(root, "segment", "segmentation", method, seed), index=False)
+    write_json(
+        _path(root, "segment", "summary", method, seed),
+        {"skipped": SKIPPED_NO_STRUCTURES, "modes": {}, "method": method, "seed": seed},
+    )
+    masks = np.zeros((0, 0, 16, 16), dtype=bool)
+    write_npz(
+        _path(root, "segment", "examples", method, seed),
+        {
+            "image": np.zeros((0, 16, 16), dtype=np.float32),
+            "truth": masks,
+            **{f"pred_{mode}": masks for mode in MODES},
+            "id": np.array([], dtype=str),
+            "structures": np.array([], dtype=str),
+        },
+    )
+
+
+def _write_run(
+    root: Path,
+    method: str,
+    seed: int,
+    skill: float,
+    *,
+    skip_saliency: bool = False,
+    skip_segmentation: bool = False,
+) -> None:
+    """One run's outputs: better ``skill`` separates the classes more, noise blurs them.
+
+    ``skip_saliency`` / ``skip_segmentation``: write what those stages write when they have
+    nothing to do (no lesion masks to score / ``segment.structures: []``) instead.
+    """
     rng = np.random.default_rng(seed)
     ids = np.array([f"img-{i:03d}" for i in range(N)])
     targets = np.eye(len(CLASSES), dtype=np.int8)[np.arange(N) % len(CLASSES)]
@@ -67,7 +131,7 @@ def _write_run(root: Path, method: str, seed: int, skill: float) -> None:
     dice = np.clip(skill / 4 + rng.normal(0, 0.05, len(findings)), 0, 1)
     hd95 = rng.uniform(1, 20, len(findings))
     hd95[::7] = np.nan
-    pd.DataFrame(
+    saliency_rows = pd.DataFrame(
         {
             "method": method,
             "seed": seed,
@@ -80,20 +144,23 @@ def _write_run(root: Path, method: str, seed: int, skill: float) -> None:
             "pointing_hit": dice > 0.3,
             "empty_binarisation": False,
         }
-    ).to_parquet(_path(root, "saliency", "saliency", method, seed))
+    )
+    if skip_saliency:
+        _write_skipped_saliency(root, method, seed, NO_LESIONS)
+    else:
+        saliency_rows.to_parquet(_path(root, "saliency", "saliency", method, seed))
     masks = np.zeros((2, 16, 16), dtype=bool)
     masks[:, 4:9, 4:9] = True
-    write_npz(
-        _path(root, "saliency", "examples", method, seed),
-        {
-            "image": rng.random((2, 16, 16), dtype=np.float32),
-            "mask": masks,
-            "saliency": rng.random((2, 16, 16), dtype=np.float32),
-            "hull": masks,
-            "id": ids[[1, 2]],
-            "class": np.array(["nodule", "effusion"]),
-        },
-    )
+    shown = {
+        "image": rng.random((2, 16, 16), dtype=np.float32),
+        "mask": masks,
+        "saliency": rng.random((2, 16, 16), dtype=np.float32),
+        "hull": masks,
+        "id": ids[[1, 2]],
+        "class": np.array(["nodule", "effusion"]),
+    }
+    if not skip_saliency:
+        write_npz(_path(root, "saliency", "examples", method, seed), shown)
     pd.DataFrame(
         {"epoch": [1, 2], "train_loss": [1.0, 0.8], "val_loss": [1.1, 0.9], "val_auc": [0.6, 0.7]}
     ).to_csv(_path(root, "train", "history", method, seed), index=False)
@@ -116,6 +183,9 @@ def _write_run(root: Path, method: str, seed: int, skill: float) -> None:
             for s in structures
         ]
     )
+    if skip_segmentation:
+        _write_skipped_segmentation(root, method, seed)
+        return
     seg.to_parquet(_path(root, "segment", "segmentation", method, seed))
     truth = np.zeros((2, 2, 16, 16), dtype=bool)
     truth[:, 0, 2:8, 2:7] = truth[:, 1, 2:8, 9:14] = True
@@ -281,3 +351,140 @@ def test_cli_reports_a_missing_run_output_and_exits_2(
     error = capsys.readouterr().err
     assert "plain/seed0/predictions.parquet: missing" in error and "sibnet evaluate" in error
     assert not (tmp_path / "results/report").exists()
+
+
+def test_metrics_json_says_nothing_was_left_out_when_every_stage_ran(reported) -> None:
+    _, _, metrics = reported
+    assert metrics["not_run"] == {}
+    assert {"saliency", "segmentation"} <= set(metrics)
+
+
+@pytest.fixture(scope="module", params=["saliency", "segmentation", "both"])
+def reported_skipping(
+    request: pytest.FixtureRequest, reported, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path, dict]:
+    """The synthetic tree of ``reported`` (same seeds: same numbers), with a stage skipped."""
+    skipped = request.param
+    root = tmp_path_factory.mktemp(f"report-skipping-{skipped}")
+    for method, skill in (("plain", 1.0), ("better", 3.0)):
+        for seed in (0, 1):
+            _write_run(
+                root,
+                method,
+                seed,
+                skill,
+                skip_saliency=skipped in ("saliency", "both"),
+                skip_segmentation=skipped in ("segmentation", "both"),
+            )
+    return skipped, root, _report(_params(["plain", "better"], [0, 1]), root)
+
+
+def test_a_skipped_stage_is_named_in_metrics_json_and_left_out(reported, reported_skipping) -> None:
+    _, _, full = reported
+    skipped, root, metrics = reported_skipping
+    expected = {
+        "saliency": {"saliency": NO_LESIONS},
+        "segmentation": {"segmentation": SKIPPED_NO_STRUCTURES},
+        "both": {"saliency": NO_LESIONS, "segmentation": SKIPPED_NO_STRUCTURES},
+    }[skipped]
+    assert metrics["not_run"] == expected
+    assert json.loads((root / "results/metrics.json").read_text()) == metrics
+    for entry in ("saliency", "segmentation"):
+        # Left out when skipped; otherwise exactly what the full tree gives.
+        assert metrics.get(entry) == (None if entry in expected else full[entry])
+    assert metrics["clean_auc"] == full["clean_auc"]
+    assert metrics["noise_auc"] == full["noise_auc"]
+
+
+def test_a_skipped_stage_is_a_sentence_in_the_summary_without_figures(
+    reported_skipping,
+) -> None:
+    skipped, root, _ = reported_skipping
+    folder = root / "results/report"
+    summary = (folder / "summary.md").read_text()
+    saliency_skipped = skipped in ("saliency", "both")
+    segmentation_skipped = skipped in ("segmentation", "both")
+    left_out = set()
+    if saliency_skipped:
+        left_out |= {"saliency_distributions.png", "saliency_overlay.png"}
+    if segmentation_skipped:
+        left_out |= {"segmentation_overlay.png"}
+    assert {p.name for p in folder.iterdir()} == set(REPORT_FILES) - left_out
+    for name in SKIPPED_FIGURES:
+        assert (f"]({name})" in summary) == (name not in left_out), name
+    assert "## Saliency agreement with the lesion masks" in summary
+    assert ("| method | seeds | maps (empty binarisations) |" in summary) != saliency_skipped
+    assert ("Medians over scored maps" in summary) != saliency_skipped
+    assert (f"Saliency agreement was not scored: {NO_LESIONS}." in summary) == saliency_skipped
+    assert "## Segmentation from the classifiers' encoders" in summary
+    assert ("| method | mode | seeds |" in summary) != segmentation_skipped
+    sentence = "Segmentation was not run: segment.structures is empty."
+    assert (sentence in summary) == segmentation_skipped
+    # A skipped stage's summary JSON (its reason) is among the listed inputs.
+    assert ("plain/seed1/saliency.json" in summary) == saliency_skipped
+    assert ("plain/seed1/segmentation.json" in summary) == segmentation_skipped
+
+
+def test_a_skipped_stage_still_writes_its_tables_with_the_header_only(
+    reported, reported_skipping
+) -> None:
+    _, full_root, _ = reported
+    skipped, root, _ = reported_skipping
+    tables = {"saliency": ["saliency.csv"], "segmentation": ["segmentation.csv"]}
+    tables["both"] = tables["saliency"] + tables["segmentation"]
+    plots = ["results/plots/saliency.csv"] if skipped != "segmentation" else []
+    for relative in [f"results/report/{n}" for n in tables[skipped]] + plots:
+        table, full = pd.read_csv(root / relative), pd.read_csv(full_root / relative)
+        assert table.columns.tolist() == full.columns.tolist() and len(full) > 0, relative
+        assert len(table) == 0, relative
+    assert pd.read_csv(root / "results/plots/saliency.csv").columns.tolist() == [
+        "method",
+        "dice",
+        "hd95",
+        "ssim",
+        "dice_raw",
+        "pointing_hit",
+    ]
+    noise = pd.read_csv(root / "results/plots/auc_vs_noise.csv")
+    pd.testing.assert_frame_equal(noise, pd.read_csv(full_root / "results/plots/auc_vs_noise.csv"))
+
+
+@pytest.mark.parametrize("stage_name", ["saliency", "segment"])
+def test_runs_that_disagree_on_a_skip_are_refused(reported, tmp_path: Path, stage_name) -> None:
+    import shutil
+
+    params, root, _ = reported
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    shutil.rmtree(copy / "results/report")
+    if stage_name == "saliency":
+        _write_skipped_saliency(copy, "better", 1, NO_LESIONS)
+    else:
+        _write_skipped_segmentation(copy, "better", 1)
+    with pytest.raises(
+        ReportError,
+        match=rf"sibnet {stage_name}` wrote no rows for better/seed1 but did for plain/seed0, ",
+    ):
+        _report(params, copy)
+    assert not (copy / "results/report").exists()
+
+
+def test_empty_rows_without_a_skip_reason_are_refused(tmp_path: Path) -> None:
+    for method, skill in (("plain", 1.0), ("better", 3.0)):
+        _write_run(tmp_path, method, 0, skill, skip_saliency=True)
+        _write_skipped_saliency(tmp_path, method, 0, None)  # rows empty, but no reason given
+    with pytest.raises(ReportError, match=r"plain/seed0/saliency\.json: .*no 'skipped' reason"):
+        _report(_params(["plain", "better"], [0]), tmp_path)
+
+
+def test_comparison_of_no_rows_is_an_empty_table() -> None:
+    rows = pd.DataFrame(columns=["method", "seed", "id", "class", "dice"])
+    table = _compare(
+        rows,
+        ["dice"],
+        keys=("id", "class"),
+        reference="plain",
+        boot={"resamples": 10, "confidence": 0.95, "seed": 0},
+        mode="frozen",
+    )
+    assert table.empty and table.columns.tolist() == [*COMPARISON_COLUMNS, "mode", "score"]

@@ -1,20 +1,29 @@
-"""``sibnet saliency``: which maps are scored, and what is written."""
+"""``sibnet saliency``: which maps are scored, and what is written (also when none can be)."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from sibnet.config import Params
-from sibnet.data.prepared import PreparedDataset
+from sibnet.data.prepared import PreparedDataset, PreparedWriter
+from sibnet.metrics.saliency import saliency_agreement
 from sibnet.models.classifier import build_classifier, save_checkpoint
-from sibnet.stages.saliency import SALIENCY_METRICS, saliency, scored_pairs
-from tests.conftest import untracked, with_changes
+from sibnet.stages.saliency import (
+    NOTHING_TO_SCORE,
+    SALIENCY_COLUMNS,
+    SALIENCY_METRICS,
+    saliency,
+    scored_pairs,
+)
+from tests.conftest import captured_logs, untracked, with_changes
 
 
 def test_scored_pairs_are_positive_classes_with_a_mask() -> None:
@@ -128,3 +137,134 @@ def test_max_images_caps_the_scored_images(
     table = _run(params, prepared_tiny, trained_tiny, tmp_path)
     assert table["id"].nunique() <= 4
     assert not table["empty_binarisation"].any()  # top-k% always keeps some pixels
+
+
+def test_rows_have_the_declared_columns_and_dtypes(scored: tuple[pd.DataFrame, Path]) -> None:
+    table, folder = scored
+    assert list(table.columns) == list(SALIENCY_COLUMNS)
+    assert table.dtypes.astype(str).to_dict() == SALIENCY_COLUMNS
+    # Every score saliency_agreement gives has its column (none is dropped).
+    scores = saliency_agreement(np.eye(8), np.eye(8, dtype=bool))
+    assert set(scores) <= set(SALIENCY_COLUMNS)
+    pd.testing.assert_frame_equal(pd.read_parquet(folder / "saliency.parquet"), table)
+    assert json.loads((folder / "saliency.json").read_text())["skipped"] is None
+
+
+def _relabelled(source: Path, dest: Path, *, lesion_masks: str) -> Path:
+    """``source`` rewritten with lesion masks ``"none"`` (the dataset has none) or ``"empty"``
+    (annotated, but every mask empty: nothing to localise)."""
+    dataset = PreparedDataset.open(source)
+    manifest = dataset.manifest
+    rows = np.arange(len(dataset))
+    writer = PreparedWriter(
+        root=dest,
+        name=dataset.meta["name"],
+        task=dataset.task,
+        classes=dataset.classes,
+        organs=dataset.organs,
+        image_size=dataset.image_size,
+        shard_size=len(rows),
+        lesion_masks=lesion_masks != "none",
+    )
+    masks = dataset.lesion_masks(rows)
+    writer.add(
+        images=dataset.images(rows),
+        labels=dataset.labels,
+        ids=manifest["id"].tolist(),
+        splits=manifest["split"].tolist(),
+        patient_ids=manifest["patient_id"].tolist(),
+        sources=manifest["source"].tolist(),
+        lesion_masks=None if lesion_masks == "none" else np.zeros_like(masks),
+        organ_masks=dataset.organ_masks(rows),
+    )
+    writer.close()
+    flags = PreparedDataset.open(dest).manifest["has_lesion_masks"]
+    assert flags.all() if lesion_masks == "empty" else not flags.any()
+    return dest
+
+
+@pytest.fixture(scope="module", params=["none", "empty"])
+def unscorable(
+    request: pytest.FixtureRequest,
+    tiny_params: Params,
+    prepared_tiny: Path,
+    trained_tiny: Path,
+    mlflow_uri: str,
+    tmp_path_factory,
+) -> tuple[str, pd.DataFrame, Path, list[logging.LogRecord]]:
+    """Saliency on a dataset without lesion masks (``none``: Grad-CAM must not even run), or
+    with only empty ones (``empty``), tracked in the test session's MLflow store."""
+    from sibnet.stages import saliency as stage
+
+    kind = request.param
+    folder = tmp_path_factory.mktemp(f"saliency-{kind}")
+    prepared = _relabelled(prepared_tiny, folder / "prepared", lesion_masks=kind)
+    with pytest.MonkeyPatch.context() as patch, captured_logs(stage.__name__) as records:
+        patch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)  # the autouse fixture is per test
+        if kind == "none":
+
+            def refuse(*args, **kwargs):
+                raise AssertionError("Grad-CAM ran without any annotated test image")
+
+            patch.setattr(stage, "logits_and_grad_cam", refuse)
+        table = _run(tiny_params, prepared, trained_tiny, folder)
+    return kind, table, folder, records
+
+
+def test_nothing_to_score_writes_empty_outputs_that_say_why(unscorable) -> None:
+    kind, table, folder, records = unscorable
+    assert table.empty and list(table.columns) == list(SALIENCY_COLUMNS)
+    assert table.dtypes.astype(str).to_dict() == SALIENCY_COLUMNS
+    stored = pd.read_parquet(folder / "saliency.parquet")
+    assert stored.empty
+    pd.testing.assert_frame_equal(stored, table)
+    summary = json.loads((folder / "saliency.json").read_text())
+    assert summary["n_maps"] == 0 and summary["n_images"] == 0
+    assert summary["skipped"].startswith(NOTHING_TO_SCORE)
+    why = "the dataset has no lesion masks" if kind == "none" else "non-empty lesion mask"
+    assert why in summary["skipped"]
+    for name in SALIENCY_METRICS:
+        assert summary["metrics"][name]["mean"] is None and summary["metrics"][name]["n"] == 0
+    warnings = [r for r in records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and summary["skipped"] in warnings[0].getMessage()
+
+
+def test_nothing_to_score_outputs_have_the_shape_of_a_normal_run(
+    scored: tuple[pd.DataFrame, Path], unscorable
+) -> None:
+    normal_table, normal = scored
+    _, table, folder, _ = unscorable
+    schema = pq.read_schema(folder / "saliency.parquet")
+    assert schema.remove_metadata().equals(
+        pq.read_schema(normal / "saliency.parquet").remove_metadata()
+    )
+    assert table.dtypes.equals(normal_table.dtypes)
+    summary = json.loads((folder / "saliency.json").read_text())
+    expected = json.loads((normal / "saliency.json").read_text())
+    assert set(summary) == set(expected)
+    assert set(summary["metrics"]) == set(expected["metrics"])
+    for name in SALIENCY_METRICS:
+        assert set(summary["metrics"][name]) == set(expected["metrics"][name])
+    assert summary["per_class_dice"] == {}
+    assert (summary["dataset"], summary["method"], summary["seed"]) == ("tiny", "baseline", 0)
+    arrays = np.load(folder / "saliency_examples.npz")
+    reference = np.load(normal / "saliency_examples.npz")
+    assert set(arrays.files) == set(reference.files)
+    for key in reference.files:
+        assert len(arrays[key]) == 0, key
+        assert arrays[key].dtype.kind == reference[key].dtype.kind, key
+        assert arrays[key].shape[1:] == reference[key].shape[1:], key
+
+
+def test_nothing_to_score_is_recorded_in_mlflow(unscorable, mlflow_uri: str) -> None:
+    import mlflow
+
+    _, _, folder, _ = unscorable
+    reason = json.loads((folder / "saliency.json").read_text())["skipped"]
+    mlflow.set_tracking_uri(mlflow_uri)
+    runs = mlflow.search_runs(
+        experiment_names=["sibnet-tiny"],
+        filter_string="tags.`sibnet.stage` = 'saliency' and params.skipped != ''",
+    )
+    assert reason in set(runs["params.skipped"])
+    assert (runs["status"] == "FINISHED").all()

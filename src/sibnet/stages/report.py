@@ -20,13 +20,24 @@ percentile-bootstrap interval over test images (paired over seeds), the standard
 seeds, and the difference Δ from ``report.reference`` with its paired interval (see
 :mod:`sibnet.metrics.comparison`). Segmentation transfer (Dice / HD95 of frozen encoders) joins
 these tables when that stage exists.
+
+Stages that had nothing to do on this dataset: ``segment`` with an empty
+``segment.structures`` (no organ masks) and ``saliency`` when no test image has a positive
+finding with a lesion mask write no rows, and their summary JSON gives a ``skipped`` reason.
+The report then replaces that stage's table in ``summary.md`` by a sentence giving the reason,
+leaves its figures out, writes its CSV table (and, for saliency, ``results/plots/saliency.csv``)
+with the header only, and leaves its entry (``saliency`` / ``segmentation``) out of
+``metrics.json``, whose ``not_run`` maps each such entry to the reason (``{}`` when everything
+ran). Since every run shares params and data, runs must agree on whether a stage was skipped;
+a :class:`ReportError` says which runs disagree otherwise.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +85,9 @@ REPORT_FILES = (
     "segmentation.csv",
     "segmentation_overlay.png",
 )
-"""What ``results/report/`` holds (the overlay figure only if some map was scored)."""
+"""What ``results/report/`` can hold: the overlay figures only if some image was shown; the
+saliency figures and the segmentation overlay not when that stage was skipped (its CSV table is
+still written, header only)."""
 
 
 class ReportError(ValueError):
@@ -93,6 +106,80 @@ def _path(root: Path, root_template: str, stage_name: str, output: str, method: 
             f"seed {seed} (run the whole pipeline: snakemake --cores all, or dvc repro)"
         )
     return path
+
+
+def _not_run(
+    stage_name: str,
+    tables: dict[tuple[str, int], pd.DataFrame],
+    summary: Callable[[str, int], Path],
+) -> str | None:
+    """Why ``stage_name`` was skipped (every run wrote no rows), or ``None`` if it ran.
+
+    Args:
+        tables: each run's rows.
+        summary: the path of a run's summary JSON (read for its ``skipped`` reason).
+
+    Raises:
+        ReportError: some runs were skipped and others not, or a run wrote no rows without
+            saying why.
+    """
+    empty = [run for run, table in tables.items() if table.empty]
+    if not empty:
+        return None
+    if len(empty) < len(tables):
+        ran = [run for run in tables if run not in empty]
+
+        def names(runs: list[tuple[str, int]]) -> str:
+            return ", ".join(f"{m}/seed{s}" for m, s in runs)
+
+        raise ReportError(
+            f"`sibnet {stage_name}` wrote no rows for {names(empty)} but did for {names(ran)}; "
+            "every run shares the params and the data, so some of these outputs are stale "
+            f"(rerun {stage_name} for every run: snakemake --cores all, or dvc repro)"
+        )
+    reasons: list[str] = []
+    for method, seed in empty:
+        path = summary(method, seed)
+        reason = json.loads(path.read_text(encoding="utf-8")).get("skipped")
+        if not reason:
+            raise ReportError(
+                f"{path}: `sibnet {stage_name}` wrote no rows for {method!r} seed {seed}, but "
+                "its summary gives no 'skipped' reason"
+            )
+        reasons.append(str(reason))
+    return "; ".join(dict.fromkeys(reasons))
+
+
+def _frames(frames: list[pd.DataFrame], columns: Sequence[str]) -> pd.DataFrame:
+    """``frames`` concatenated; an empty table with ``columns`` when there are none."""
+    if not frames:
+        return pd.DataFrame(columns=list(columns))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _compare(
+    rows: pd.DataFrame,
+    scores: Sequence[str],
+    *,
+    keys: tuple[str, ...],
+    reference: str,
+    boot: dict[str, Any],
+    **labels: str,
+) -> pd.DataFrame:
+    """:func:`compare_scores` of each of ``scores`` (with a ``score`` column, after ``labels``);
+    no rows for no input rows."""
+    columns = [*COMPARISON_COLUMNS, *labels, "score"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    return _frames(
+        [
+            compare_scores(rows, score, keys=keys, reference=reference, **boot).assign(
+                **labels, score=score
+            )
+            for score in scores
+        ],
+        columns,
+    )
 
 
 def report(
@@ -119,7 +206,8 @@ def report(
         The contents of ``metrics``.
 
     Raises:
-        ReportError: a run's output is missing, or runs disagree on the test images.
+        ReportError: a run's output is missing, or runs disagree on the test images or on
+            whether saliency or segmentation was skipped.
     """
     settings = params.report
     boot = {
@@ -181,51 +269,69 @@ def report(
     )
 
     # Saliency agreement, from the saliency stage's per-map rows.
-    saliency_rows = pd.concat(
-        [pd.read_parquet(need(results, RESULTS, "saliency", "saliency", m, s)) for m, s in runs],
-        ignore_index=True,
-    )
-    saliency_table = pd.concat(
-        [
-            compare_scores(
-                saliency_rows,
-                score,
-                keys=("id", "class"),
-                reference=settings.reference,
-                **boot,
-            ).assign(score=score)
-            for score in SALIENCY_SCORES
-        ],
-        ignore_index=True,
-    )
     first_seed = params.pipeline.seeds[0]
-    examples = {
-        m: dict(np.load(need(results, RESULTS, "saliency", "examples", m, first_seed)))
-        for m in methods
+    saliency_parts = {
+        (m, s): pd.read_parquet(need(results, RESULTS, "saliency", "saliency", m, s))
+        for m, s in runs
     }
-    # Segmentation from each classifier's encoder, from the segment stage.
-    segmentation_rows = pd.concat(
-        [pd.read_parquet(need(results, RESULTS, "segment", "segmentation", m, s)) for m, s in runs],
-        ignore_index=True,
+    not_run: dict[str, str] = {}
+    skipped = _not_run(
+        "saliency",
+        saliency_parts,
+        lambda m, s: need(results, RESULTS, "saliency", "summary", m, s),
     )
-    segmentation_table = pd.concat(
+    examples: dict[str, dict[str, np.ndarray]] = {}
+    if skipped is None:
+        saliency_rows = pd.concat(saliency_parts.values(), ignore_index=True)
+        examples = {
+            m: dict(np.load(need(results, RESULTS, "saliency", "examples", m, first_seed)))
+            for m in methods
+        }
+    else:
+        not_run["saliency"] = skipped
+        saliency_rows = next(iter(saliency_parts.values()))
+        log.warning("saliency was not scored (%s): left out of the report", skipped)
+    saliency_table = _compare(
+        saliency_rows,
+        list(SALIENCY_SCORES),
+        keys=("id", "class"),
+        reference=settings.reference,
+        boot=boot,
+    )
+    # Segmentation from each classifier's encoder, from the segment stage.
+    segmentation_parts = {
+        (m, s): pd.read_parquet(need(results, RESULTS, "segment", "segmentation", m, s))
+        for m, s in runs
+    }
+    skipped = _not_run(
+        "segment",
+        segmentation_parts,
+        lambda m, s: need(results, RESULTS, "segment", "summary", m, s),
+    )
+    segmentation_examples: dict[str, dict[str, np.ndarray]] = {}
+    segmentation_rows = pd.concat(segmentation_parts.values(), ignore_index=True)
+    if skipped is None:
+        segmentation_examples = {
+            m: dict(np.load(need(results, RESULTS, "segment", "examples", m, first_seed)))
+            for m in methods
+        }
+    else:
+        not_run["segmentation"] = skipped
+        log.info("segmentation was not run (%s): left out of the report", skipped)
+    segmentation_table = _frames(
         [
-            compare_scores(
+            _compare(
                 segmentation_rows[segmentation_rows["mode"] == mode],
-                score,
+                ("dice", "hd95"),
                 keys=("id", "structure"),
                 reference=settings.reference,
-                **boot,
-            ).assign(mode=mode, score=score)
+                boot=boot,
+                mode=mode,
+            )
             for mode in segmentation_rows["mode"].unique()
-            for score in ("dice", "hd95")
         ],
-        ignore_index=True,
+        [*COMPARISON_COLUMNS, "mode", "score"],
     )
-    segmentation_examples = {
-        m: dict(np.load(need(results, RESULTS, "segment", "examples", m, first_seed)))
-        for m in methods
-    }
     histories = {
         m: [
             pd.read_csv(need(models, MODELS, "train", "history", m, s))
@@ -234,7 +340,9 @@ def report(
         for m in methods
     }
 
-    summary = _metrics_json(params, clean_table, noise_table, saliency_table, segmentation_table)
+    summary = _metrics_json(
+        params, clean_table, noise_table, saliency_table, segmentation_table, not_run
+    )
     with start_run(params, stage="report") as tracker, atomic_dir(report) as folder:
         tracker.log_params(
             {"report": settings.model_dump(mode="json"), "pipeline": params.pipeline.model_dump()}
@@ -257,6 +365,7 @@ def report(
             segmentation_table,
             figures,
             inputs,
+            not_run,
         )
         (folder / "summary.md").write_text(markdown, encoding="utf-8")
         for path in sorted(folder.iterdir()):
@@ -278,8 +387,11 @@ def _write_plot_data(
     wide = noise_table.pivot(index="sigma", columns="method", values="mean")[list(methods)]
     with atomic_file(noise_plot) as tmp:
         wide.reset_index().to_csv(tmp, index=False, float_format="%.6f")
-    bars = saliency_table.pivot(index="method", columns="score", values="mean")
-    bars = bars.loc[list(methods), list(SALIENCY_SCORES)].reset_index()
+    if saliency_table.empty:  # saliency not scored: the header only
+        bars = pd.DataFrame(columns=["method", *SALIENCY_SCORES])
+    else:
+        bars = saliency_table.pivot(index="method", columns="score", values="mean")
+        bars = bars.loc[list(methods), list(SALIENCY_SCORES)].reset_index()
     with atomic_file(saliency_plot) as tmp:
         bars.to_csv(tmp, index=False, float_format="%.6f")
 
@@ -299,8 +411,11 @@ def _metrics_json(
     noise: pd.DataFrame,
     saliency: pd.DataFrame,
     segmentation: pd.DataFrame,
+    not_run: dict[str, str],
 ) -> dict[str, Any]:
-    return {
+    """The headline numbers; ``saliency`` / ``segmentation`` are left out when that stage was
+    skipped, and ``not_run`` maps each left-out entry to the reason (``{}`` when all ran)."""
+    summary = {
         "dataset": params.prepare.dataset,
         "reference": params.report.reference,
         "seeds": list(params.pipeline.seeds),
@@ -321,7 +436,11 @@ def _metrics_json(
             }
             for method, block in segmentation.groupby("method", sort=False)
         },
+        "not_run": dict(not_run),
     }
+    for entry in not_run:
+        del summary[entry]
+    return summary
 
 
 def _figures(
@@ -342,13 +461,14 @@ def _figures(
         f"{dataset}: test macro AUC under Gaussian noise (mean over {len(seeds)} seed(s))",
     )
     figures["auc_vs_noise.png"] = "Test macro AUC against the noise σ, with 95% bootstrap CIs."
-    plot_saliency_distributions(
-        rows, folder / "saliency_distributions.png", f"{dataset}: saliency agreement per map"
-    )
-    figures["saliency_distributions.png"] = (
-        "Distribution over scored maps (all seeds) of Dice, HD95 and SSIM of the convex hull."
-    )
-    first = next(iter(examples.values()))
+    if not rows.empty:  # else saliency was not scored
+        plot_saliency_distributions(
+            rows, folder / "saliency_distributions.png", f"{dataset}: saliency agreement per map"
+        )
+        figures["saliency_distributions.png"] = (
+            "Distribution over scored maps (all seeds) of Dice, HD95 and SSIM of the convex hull."
+        )
+    first = next(iter(examples.values()), {"id": []})
     ids = [str(i) for i in first["id"]]
     if ids:
         for method, arrays in examples.items():
@@ -375,9 +495,10 @@ def _figures(
 def _segmentation_figure(
     folder: Path, params: Params, examples: dict[str, dict[str, np.ndarray]]
 ) -> dict[str, str]:
-    """The segmentation overlay: every method in the first mode, the reference in the others."""
+    """The segmentation overlay: every method in the first mode, the reference in the others
+    (nothing without examples: segmentation was not run)."""
     modes = segment_modes(params, params.report.reference)
-    first = next(iter(examples.values()))
+    first = next(iter(examples.values()), {"id": []})
     ids = [str(i) for i in first["id"]]
     if not ids:
         return {}
@@ -477,6 +598,7 @@ def _markdown(
     segmentation: pd.DataFrame,
     figures: dict[str, str],
     inputs: list[Path],
+    not_run: dict[str, str],
 ) -> str:
     settings = params.report
     ref = settings.reference
@@ -541,13 +663,42 @@ def _markdown(
             for _, r in block.sort_values("sigma").iterrows()
         ]
         lines.append(f"| {method} | {' | '.join(cells)} |")
+    lines += ["", "## Saliency agreement with the lesion masks", ""]
+    if "saliency" in not_run:
+        lines.append(f"Saliency agreement was not scored: {not_run['saliency']}.")
+    else:
+        lines += _saliency_markdown(params, saliency, rows)
+    if "segmentation" in not_run:
+        lines += [
+            "",
+            "## Segmentation from the classifiers' encoders",
+            "",
+            f"Segmentation was not run: {not_run['segmentation']}.",
+        ]
+    else:
+        lines += ["", *_segmentation_markdown(params, segmentation).splitlines()]
+    lines += ["", "## Figures", ""]
+    for name, caption in figures.items():
+        lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+    lines += [
+        "## Inputs",
+        "",
+        "Every file this report was computed from, with its SHA-256:",
+        "",
+        "| file | sha256 |",
+        "|---|---|",
+    ]
+    lines += [f"| `{path}` | `{sha256_file(path)}` |" for path in inputs]
+    return "\n".join(lines) + "\n"
+
+
+def _saliency_markdown(params: Params, saliency: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
+    """The saliency section's lines after its heading: the table and the medians."""
+    ref = params.report.reference
     counts = rows.groupby("method", sort=False).agg(
         maps=("dice", "size"), empty=("empty_binarisation", "sum")
     )
-    lines += [
-        "",
-        "## Saliency agreement with the lesion masks",
-        "",
+    lines = [
         f"Grad-CAM map of each positive finding, binarised ({params.saliency.threshold}), "
         "convex hull, against the lesion mask. Cells: mean [CI] over scored maps (each map's "
         "score averaged over seeds first); HD95 in pixels, over maps where it is defined; "
@@ -587,17 +738,4 @@ def _markdown(
         )
         + ".",
     ]
-    lines += ["", *_segmentation_markdown(params, segmentation).splitlines()]
-    lines += ["", "## Figures", ""]
-    for name, caption in figures.items():
-        lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
-    lines += [
-        "## Inputs",
-        "",
-        "Every file this report was computed from, with its SHA-256:",
-        "",
-        "| file | sha256 |",
-        "|---|---|",
-    ]
-    lines += [f"| `{path}` | `{sha256_file(path)}` |" for path in inputs]
-    return "\n".join(lines) + "\n"
+    return lines

@@ -12,6 +12,12 @@ empty are counted in the summary (``skipped_empty_masks``) but not scored: there
 localise. The first ``saliency.overlay_images`` scored images (manifest order, their first
 scored class) are the same for every method; their maps go to the examples file for the
 report's overlay figure.
+
+A dataset without lesion masks (or with none on the test split, or whose annotated test images
+have no positive finding with a non-empty mask) leaves nothing to score. The stage then still
+writes its outputs: no rows (same columns and dtypes), a summary with ``n_maps`` 0, ``null``
+means and a ``skipped`` reason (``null`` when maps were scored), zero-length examples; and
+logs a warning. Without any annotated test image Grad-CAM is not run at all.
 """
 
 from __future__ import annotations
@@ -39,12 +45,54 @@ from sibnet.saliency.gradcam import logits_and_grad_cam, upsample
 from sibnet.stages.common import open_classifier, run_description
 from sibnet.tracking import start_run
 
-__all__ = ["SALIENCY_METRICS", "saliency", "scored_pairs"]
+__all__ = ["NOTHING_TO_SCORE", "SALIENCY_COLUMNS", "SALIENCY_METRICS", "saliency", "scored_pairs"]
 
 log = logging.getLogger(__name__)
 
 SALIENCY_METRICS = ("dice", "hd95", "ssim", "dice_raw", "hd95_raw", "ssim_raw", "pointing_hit")
 """Per-map scores summarised per method (``pointing_hit`` as a hit rate)."""
+
+SALIENCY_COLUMNS = {
+    "dataset": "str",
+    "method": "str",
+    "seed": "int64",
+    "id": "str",
+    "class": "str",
+    "probability": "float64",
+    "mask_pixels": "int64",
+    "dice": "float64",
+    "hd95": "float64",
+    "ssim": "float64",
+    "dice_raw": "float64",
+    "hd95_raw": "float64",
+    "ssim_raw": "float64",
+    "pointing_hit": "bool",
+    "empty_binarisation": "bool",
+    "hull_degenerate": "bool",
+    "hull_fraction": "float64",
+}
+"""Columns of ``saliency.parquet`` (one row per scored image × class) and their pandas dtypes:
+the run, the image and class, the class probability, the mask's pixel count and every score of
+:func:`~sibnet.metrics.saliency.saliency_agreement`."""
+
+NOTHING_TO_SCORE = "no annotated test image has a positive class with a lesion mask"
+"""The start of the summary's ``skipped`` reason when no map could be scored."""
+
+
+def _table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(records, columns=list(SALIENCY_COLUMNS)).astype(SALIENCY_COLUMNS)
+
+
+def _why_nothing(n_test: int, n_checked: int) -> str:
+    if n_checked == 0:
+        return (
+            f"{NOTHING_TO_SCORE} (none of the {n_test} test images has lesion masks: the "
+            "dataset has no lesion masks, or none on the test split)"
+        )
+    return (
+        f"{NOTHING_TO_SCORE} (the {n_checked} annotated test images checked have no positive "
+        "class with a non-empty lesion mask)"
+    )
 
 
 def scored_pairs(labels: np.ndarray, masks: np.ndarray) -> list[tuple[int, int]]:
@@ -78,6 +126,9 @@ def saliency(
     ``mask``, ``saliency`` (scaled to [0, 1]), ``hull`` ``(N, H, W)``, ``id`` and ``class``
     ``(N,)`` of the overlay images).
 
+    When nothing can be scored (see the module docstring) the outputs are written empty, the
+    summary's ``skipped`` says why, and a warning is logged.
+
     Returns:
         The per-map table.
     """
@@ -99,6 +150,7 @@ def saliency(
         tracker.log_params(
             {"saliency": settings.model_dump(mode="json"), "method": method, "seed": seed}
         )
+        # No annotated test image (e.g. a dataset without lesion masks): no Grad-CAM at all.
         for start in range(0, len(annotated), settings.batch_size):
             rows = annotated[start : start + settings.batch_size]
             images = dataset.images(rows)
@@ -134,29 +186,36 @@ def saliency(
                     shown["id"].append(image_id)
                     shown["class"].append(dataset.classes[c])
 
-        table = pd.DataFrame(records)
-        if table.empty:
-            raise ValueError(
-                f"{prepared}: no annotated test image has a positive class with a lesion mask; "
-                "nothing to score (check the manifest's has_lesion_masks column)"
-            )
+        table = _table(records)
+        skipped = _why_nothing(len(rows_all), len(annotated)) if table.empty else None
         # Positives with an empty mask, of classes that are localised elsewhere (not "normal").
         localised = sorted({dataset.classes.index(c) for c in table["class"]})
-        results = _summary(table, settings, int(unmasked[localised].sum()))
+        results = {"skipped": skipped, **_summary(table, settings, int(unmasked[localised].sum()))}
         results.update(run_description(params, method, seed))
         with atomic_file(saliency) as tmp:
             table.to_parquet(tmp, index=False)
         write_json(summary, results)
         write_npz(examples, _stack(shown, (height, width)))
-        log.info(
-            "%s seed %d: %d maps, Dice %.3f, HD95 %.2f px, SSIM %.3f, pointing %.3f → %s",
-            method,
-            seed,
-            len(table),
-            *(results["metrics"][k]["mean"] or float("nan") for k in ("dice", "hd95", "ssim")),
-            results["metrics"]["pointing_hit"]["mean"],
-            saliency,
-        )
+        if skipped is not None:
+            log.warning(
+                "%s seed %d: saliency not scored, %s (%s); empty outputs → %s",
+                method,
+                seed,
+                skipped,
+                prepared,
+                saliency,
+            )
+            tracker.log_params({"skipped": skipped})
+        else:
+            log.info(
+                "%s seed %d: %d maps, Dice %.3f, HD95 %.2f px, SSIM %.3f, pointing %.3f → %s",
+                method,
+                seed,
+                len(table),
+                *(results["metrics"][k]["mean"] or float("nan") for k in ("dice", "hd95", "ssim")),
+                results["metrics"]["pointing_hit"]["mean"],
+                saliency,
+            )
         tracker.log_metrics(
             {k: v["mean"] for k, v in results["metrics"].items() if v["mean"] is not None}
         )

@@ -18,6 +18,12 @@ keeping the epoch with the best mean Dice on the first ``segment.max_val_images`
 images. On every annotated test
 image the sigmoid outputs thresholded at 0.5 are scored per structure with Dice and HD95
 (pixels; :mod:`sibnet.metrics.masks`).
+
+An empty ``segment.structures`` (a dataset without organ masks) skips all of this: the stage
+neither loads the classifier nor trains anything, and writes its declared outputs empty — no
+rows, no segmenters, zero-length examples — with ``"skipped": "segment.structures is empty"`` in
+the summary (``null`` there in a run that did segment), so that the report can leave
+segmentation out and say why.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from sibnet.reproducibility import configure_torch, seed_everything
 from sibnet.stages.common import open_classifier, run_description
 from sibnet.tracking import start_run
 
-__all__ = ["SEGMENTATION_COLUMNS", "segment"]
+__all__ = ["SEGMENTATION_COLUMNS", "SEGMENTATION_DTYPES", "SKIPPED_NO_STRUCTURES", "segment"]
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +68,40 @@ SEGMENTATION_COLUMNS = (
 )
 """Columns of ``segmentation.parquet``: one row per mode × test image × structure."""
 
+SEGMENTATION_DTYPES = {
+    "dataset": "str",
+    "method": "str",
+    "seed": "int64",
+    "mode": "str",
+    "id": "str",
+    "structure": "str",
+    "dice": "float64",
+    "hd95": "float64",
+    "truth_pixels": "int64",
+    "predicted_pixels": "int64",
+}
+"""The pandas dtype of each of :data:`SEGMENTATION_COLUMNS` (the same whether or not empty)."""
 
-def _annotated(dataset: PreparedDataset, split: str, limit: int | None) -> np.ndarray:
+SKIPPED_NO_STRUCTURES = "segment.structures is empty"
+"""The summary's ``skipped`` reason when there is nothing to segment."""
+
+_FIX = "set segment.structures: [] to skip segmentation"
+
+
+def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The rows as :data:`SEGMENTATION_COLUMNS` with :data:`SEGMENTATION_DTYPES`."""
+    return pd.DataFrame(rows, columns=list(SEGMENTATION_COLUMNS)).astype(SEGMENTATION_DTYPES)
+
+
+def _annotated(
+    dataset: PreparedDataset, split: str, limit: int | None, structures: list[str]
+) -> np.ndarray:
     rows = dataset.indices(split)
     rows = rows[dataset.manifest["has_organ_masks"].to_numpy()[rows]]
     if len(rows) == 0:
         raise PreparedError(
-            f"{dataset.root}: no {split} image has organ masks; `sibnet segment` needs them "
-            "(set has_organ_masks in the manifest, or leave segment out of pipeline)"
+            f"{dataset.root}: no {split} image has organ masks, but segment.structures is "
+            f"{list(structures)}; for a dataset without organ masks, {_FIX}"
         )
     return rows if limit is None else rows[:limit]
 
@@ -181,29 +213,47 @@ def segment(
     ``pred_<mode>`` ``(N, K, H, W)``, ``id`` ``(N,)``, ``structures`` ``(K,)``, for the report's
     figure: the first ``segment.figure_images`` test images, the same for every method).
 
+    With an empty ``segment.structures`` the classifier is not loaded and nothing is trained
+    (only the dataset's image size is read and the checkpoint hashed): ``segmenters`` is an empty
+    folder, ``segmentation`` has no rows (same columns and dtypes), ``summary`` says
+    ``"skipped": "segment.structures is empty"`` (its per-mode summaries empty: ``null`` means,
+    ``n`` 0) and the examples are zero-length (``N = K = 0``, same keys).
+
     Raises:
         CheckpointError: the checkpoint is not of the method's architecture or attention kind,
             or was trained on other classes than the dataset's.
         ParamsError: a structure of ``segment.structures`` is not an organ of the dataset.
-        PreparedError: a split has no image with organ masks.
+        PreparedError: a split has no image with organ masks (while ``segment.structures`` is
+            not empty).
     """
     settings = params.segment
+    outputs = {
+        "segmenters": segmenters,
+        "segmentation": segmentation,
+        "summary": summary,
+        "examples": examples,
+    }
+    if not settings.structures:
+        return _skip(params, prepared, checkpoint, outputs, method, seed)
     configure_torch(settings.threads)
     _, _, dataset = open_classifier(params, method, checkpoint, prepared)  # checks the kind
     unknown = [s for s in settings.structures if s not in dataset.organs]
     if unknown:
+        hint = f"; this dataset has no organ masks: {_FIX}" if not dataset.organs else ""
         raise ParamsError(
             f"segment.structures: {unknown} are not organ masks of {prepared}; "
-            f"accepted: {dataset.organs}"
+            f"accepted: {dataset.organs}{hint}"
         )
     structures = settings.structures
     train_set = PreparedOrganMasks(
-        dataset, _annotated(dataset, "train", settings.max_train_images), structures
+        dataset, _annotated(dataset, "train", settings.max_train_images, structures), structures
     )
     val_set = PreparedOrganMasks(
-        dataset, _annotated(dataset, "val", settings.max_val_images), structures
+        dataset, _annotated(dataset, "val", settings.max_val_images, structures), structures
     )
-    test_set = PreparedOrganMasks(dataset, _annotated(dataset, "test", None), settings.structures)
+    test_set = PreparedOrganMasks(
+        dataset, _annotated(dataset, "test", None, structures), settings.structures
+    )
     truth = _truth(test_set)
     ids = dataset.manifest["id"].to_numpy()[test_set.rows]
     classifier_sha256 = sha256_file(checkpoint)
@@ -216,7 +266,11 @@ def segment(
     }
 
     rows: list[dict[str, Any]] = []
-    results: dict[str, Any] = {"modes": {}, "classifier_sha256": classifier_sha256}
+    results: dict[str, Any] = {
+        "skipped": None,
+        "modes": {},
+        "classifier_sha256": classifier_sha256,
+    }
     with (
         start_run(params, stage="segment", method=method, seed=seed) as tracker,
         atomic_dir(segmenters) as folder,
@@ -256,7 +310,7 @@ def segment(
                             "predicted_pixels": int(predicted[i, k].sum()),
                         }
                     )
-            table = pd.DataFrame(rows, columns=list(SEGMENTATION_COLUMNS))
+            table = _table(rows)
             own = table[table["mode"] == mode]
             results["modes"][mode] = {
                 "best_epoch": best["epoch"],
@@ -298,4 +352,78 @@ def segment(
         write_npz(examples, figure)
         tracker.log_artifact(segmentation)
         tracker.log_artifact(summary)
+    return table
+
+
+def _skip(
+    params: Params,
+    prepared: Path,
+    checkpoint: Path,
+    outputs: dict[str, Path],
+    method: str,
+    seed: int,
+) -> pd.DataFrame:
+    """Write every output of :func:`segment` empty, saying why (``segment.structures`` is [])."""
+    settings = params.segment
+    modes = segment_modes(params, method)
+    height, width = PreparedDataset.open(prepared, verify=False).image_size
+    table = _table([])
+    nothing = np.zeros(0, dtype=np.float64)
+    results: dict[str, Any] = {
+        "skipped": SKIPPED_NO_STRUCTURES,
+        "modes": {
+            mode: {
+                "best_epoch": None,
+                "val_dice": None,
+                **{
+                    metric: summarise(
+                        nothing,
+                        resamples=settings.bootstrap,
+                        confidence=settings.confidence,
+                        seed=settings.seed,
+                    )
+                    for metric in ("dice", "hd95")
+                },
+                "per_structure_dice": {},
+            }
+            for mode in modes
+        },
+        "classifier_sha256": sha256_file(checkpoint),
+        **run_description(params, method, seed),
+        "n_images": 0,
+        "structures": [],
+        "confidence": settings.confidence,
+    }
+    masks = np.zeros((0, 0, height, width), dtype=bool)
+    figure = {
+        "image": np.zeros((0, height, width), dtype=np.float32),
+        "truth": masks,
+        **{f"pred_{mode}": masks for mode in modes},
+        "id": np.array([], dtype=str),
+        "structures": np.array([], dtype=str),
+    }
+    log.info(
+        "%s seed %d: segmentation skipped (%s); writing empty outputs",
+        method,
+        seed,
+        SKIPPED_NO_STRUCTURES,
+    )
+    with (
+        start_run(params, stage="segment", method=method, seed=seed) as tracker,
+        atomic_dir(outputs["segmenters"]),
+    ):
+        tracker.log_params(
+            {
+                "segment": settings.model_dump(mode="json"),
+                "method": method,
+                "seed": seed,
+                "skipped": SKIPPED_NO_STRUCTURES,
+            }
+        )
+        with atomic_file(outputs["segmentation"]) as tmp:
+            table.to_parquet(tmp, index=False)
+        write_json(outputs["summary"], results)
+        write_npz(outputs["examples"], figure)
+        tracker.log_artifact(outputs["segmentation"])
+        tracker.log_artifact(outputs["summary"])
     return table
