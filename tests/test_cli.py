@@ -70,3 +70,46 @@ def test_missing_prepared_dataset_is_named(
     params.write_text("tracking: {enabled: false}\n")
     assert main(_stage_argv("evaluate", params, tmp_path)) == 2
     assert "prepared/dataset.json: not found" in capsys.readouterr().err
+
+
+def test_bad_raw_data_exits_2_and_skip_invalid_writes_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from tests.data.image_files import radiograph, truncate, write_png
+
+    raw = tmp_path / "raw"
+    lines = ["path,a"]
+    for i in range(12):
+        write_png(raw / f"{i}.png", radiograph(20, 20, seed=i))
+        lines.append(f"{i}.png,{i % 2}")
+    lines.append("12.png,maybe")
+    truncate(raw / "3.png")
+    (raw / "labels.csv").write_text("\n".join(lines) + "\n")
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "prepare": {
+                    "source": "folder",
+                    "dataset": "mine",
+                    "size": 16,
+                    "workers": 1,
+                    "folder": {"root": str(raw), "classes": ["a"]},
+                },
+                "segment": {"structures": []},
+                "tracking": {"enabled": False},
+            }
+        )
+    )
+    out = tmp_path / "prepared"
+    argv = ["prepare", "--params", str(params), "--prepared", str(out)]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "2 problem(s)" in error
+    assert "labels.csv, row 4: image 3.png" in error
+    assert "labels.csv, row 13: column 'a': unknown label value 'maybe'" in error
+    assert not out.exists()
+    assert main([*argv, "--skip-invalid"]) == 0
+    assert (out / "rejects.csv").read_text().count("\n") == 3

@@ -3,7 +3,7 @@
 Stage subcommands are built from :data:`sibnet.dag.STAGES`, so their options are exactly the
 inputs and outputs the Snakemake rules and DVC stages pass::
 
-    sibnet prepare  --params params.yaml --prepared data/prepared/phantom
+    sibnet prepare  --params params.yaml --prepared data/prepared/phantom [--skip-invalid]
     sibnet train    --params params.yaml --prepared ... --checkpoint ... --history ...
                     --method baseline --seed 0
     sibnet evaluate --params params.yaml --prepared ... --checkpoint ... --metrics ...
@@ -59,6 +59,14 @@ def _add_stage(subparsers: argparse._SubParsersAction, spec: Stage) -> None:
         parser.add_argument(
             f"--{option}", type=Path, required=True, help=f"output, e.g. {template}"
         )
+    if spec.name == "prepare":
+        parser.add_argument(
+            "--skip-invalid",
+            action="store_true",
+            default=None,
+            help="leave rows with problems out and list them in rejects.csv, instead of failing "
+            "(default: prepare.skip_invalid)",
+        )
     if spec.per_method:
         parser.add_argument("--method", required=True, help="a method named in params.methods")
         parser.add_argument("--seed", type=int, required=True, help="training seed")
@@ -69,6 +77,8 @@ def _run_stage(args: argparse.Namespace) -> None:
     spec: Stage = args.stage
     params = load_params(args.params)
     kwargs = {name: getattr(args, name) for name in (*spec.inputs, *spec.outputs)}
+    if spec.name == "prepare":
+        kwargs["skip_invalid"] = args.skip_invalid
     if spec.per_method:
         params.method(args.method)  # an unknown method fails before any work
         kwargs |= {"method": args.method, "seed": args.seed}
@@ -114,12 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     from sibnet.data.prepared import PreparedError
+    from sibnet.data.problems import DataError
     from sibnet.models.classifier import CheckpointError
     from sibnet.stages.report import ReportError
 
     try:
         _run_stage(args)
-    except (ParamsError, PreparedError, CheckpointError, ReportError) as error:
+    except (ParamsError, DataError, PreparedError, CheckpointError, ReportError) as error:
         print(f"sibnet {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

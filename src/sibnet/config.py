@@ -26,10 +26,15 @@ from pydantic import (
     model_validator,
 )
 
-from sibnet.data.phantom import DEFAULT_LESION_CONTRAST, DEFAULT_NOISE_STD, FINDINGS
+from sibnet.data.phantom import DEFAULT_LESION_CONTRAST, DEFAULT_NOISE_STD, FINDINGS, ORGANS
 
 __all__ = [
+    "CHEXPERT_COMPETITION",
+    "CHEXPERT_OBSERVATIONS",
+    "ChexpertParams",
     "EvaluateParams",
+    "FolderParams",
+    "MedmnistParams",
     "MethodParams",
     "Params",
     "ParamsError",
@@ -108,14 +113,159 @@ class SplitParams(_Section):
         return self
 
 
+CHEXPERT_OBSERVATIONS = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+"""The 14 observation columns of CheXpert's ``train.csv`` and ``valid.csv``."""
+
+CHEXPERT_COMPETITION = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+"""The five competition labels (the paper's setting), the default classes."""
+
+ClassName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^/\\\x00]+$")]
+"""A class name: also a mask file name (``<class>.png``), so no slashes."""
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise ValueError(f"entries must not repeat, got {values}")
+    return values
+
+
+class ChexpertParams(_Section):
+    """The CheXpert adapter (:mod:`sibnet.data.adapters.chexpert`).
+
+    ``root`` is the folder the CSVs' ``Path`` entries are relative to (the parent of
+    ``CheXpert-v1.0/``); ``train_csv`` and ``valid_csv`` are relative to it. Relative ``root``
+    and mask folders are relative to the working directory (the repository root).
+    """
+
+    root: str | None = None
+    train_csv: str = "CheXpert-v1.0/train.csv"
+    valid_csv: str = "CheXpert-v1.0/valid.csv"
+    classes: list[ClassName] = Field(
+        default_factory=lambda: list(CHEXPERT_COMPETITION), min_length=1
+    )
+    uncertainty: Literal["ones", "zeros", "ignore"] = "ones"
+    frontal_only: bool = True
+    lesion_masks: str | None = None
+
+    @field_validator("classes")
+    @classmethod
+    def _known_observations(cls, classes: list[str]) -> list[str]:
+        unknown = [c for c in classes if c not in CHEXPERT_OBSERVATIONS]
+        if unknown:
+            raise ValueError(
+                f"unknown CheXpert observation(s) {unknown}; "
+                f"accepted: {list(CHEXPERT_OBSERVATIONS)}"
+            )
+        return _unique(classes)
+
+
+class MedmnistParams(_Section):
+    """The MedMNIST adapter (:mod:`sibnet.data.adapters.medmnist`): one 2D ``.npz`` file.
+
+    ``task: auto`` reads it from the labels: one column → multi-class (binary datasets are
+    two-class multi-class), several 0/1 columns → multi-label. ``classes`` names the classes
+    (``null``: ``class_0``, ``class_1``, ...).
+    """
+
+    path: str | None = None
+    task: Literal["auto", "multiclass", "multilabel"] = "auto"
+    classes: list[ClassName] | None = None
+
+    @field_validator("classes")
+    @classmethod
+    def _unique_classes(cls, classes: list[str] | None) -> list[str] | None:
+        return None if classes is None else _unique(classes)
+
+
+class FolderParams(_Section):
+    """The folder adapter (:mod:`sibnet.data.adapters.folder`): a CSV plus image files.
+
+    Multi-label: one 0/1 column per class, named as the class. Multi-class: ``label_column``
+    holds a class name per row. ``patient_column`` and ``split_column`` are optional. Mask
+    folders hold ``<image path without suffix>/<class or organ>.png``.
+    """
+
+    root: str | None = None
+    csv: str = "labels.csv"
+    path_column: str = "path"
+    task: Literal["multilabel", "multiclass"] = "multilabel"
+    classes: list[ClassName] = Field(default_factory=list)
+    label_column: str = "label"
+    patient_column: str | None = None
+    split_column: str | None = None
+    lesion_masks: str | None = None
+    organ_masks: str | None = None
+    organs: list[Name] = Field(default_factory=list)
+    intensity: Literal["dtype", "minmax"] = "dtype"
+
+    @field_validator("classes", "organs")
+    @classmethod
+    def _unique_names(cls, values: list[str]) -> list[str]:
+        return _unique(values)
+
+    @model_validator(mode="after")
+    def _organs_need_masks(self) -> FolderParams:
+        if bool(self.organs) != (self.organ_masks is not None):
+            raise ValueError("organs and organ_masks go together: set both or neither")
+        return self
+
+
 class PrepareParams(_Section):
-    """The ``prepare`` stage: which dataset, from which source, split how."""
+    """The ``prepare`` stage: which dataset, from which source, split how.
+
+    ``size``, ``resize`` and ``workers`` apply to the real sources (the phantom has its own
+    ``phantom.size``): every image is brought to ``size`` × ``size`` by ``resize`` (``pad``:
+    keep the aspect ratio and pad with black; ``stretch``; ``crop``: keep the aspect ratio and
+    centre-crop; see :mod:`sibnet.data.images`), decoded by ``workers`` processes.
+    ``skip_invalid`` leaves rows with problems out (listed in ``rejects.csv``) instead of
+    failing; ``sibnet prepare --skip-invalid`` sets it for one run.
+    """
 
     dataset: Name = "phantom"  # not "report" or "plots": those are folders of results/
-    source: Literal["phantom"] = "phantom"
+    source: Literal["phantom", "chexpert", "medmnist", "folder"] = "phantom"
     phantom: PhantomParams = Field(default_factory=PhantomParams)
+    chexpert: ChexpertParams = Field(default_factory=ChexpertParams)
+    medmnist: MedmnistParams = Field(default_factory=MedmnistParams)
+    folder: FolderParams = Field(default_factory=FolderParams)
+    size: int = Field(224, ge=16, le=2048)
+    resize: Literal["pad", "stretch", "crop"] = "pad"
+    workers: int = Field(2, ge=1, le=256)
+    skip_invalid: bool = False
     split: SplitParams = Field(default_factory=SplitParams)
     shard_size: int = Field(1024, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _source_is_configured(self) -> PrepareParams:
+        needed = {"chexpert": ("root",), "medmnist": ("path",), "folder": ("root", "classes")}
+        section = getattr(self, self.source)
+        missing = [key for key in needed.get(self.source, ()) if not getattr(section, key)]
+        if missing:
+            raise ValueError(
+                f"source {self.source!r} needs prepare.{self.source}."
+                + f", prepare.{self.source}.".join(missing)
+            )
+        return self
+
+    def organs(self) -> list[str]:
+        """Organ (segmentation) masks this source provides."""
+        if self.source == "phantom":
+            return list(ORGANS)
+        return list(self.folder.organs) if self.source == "folder" else []
 
 
 RESERVED_DATASET_NAMES = ("report", "plots")
@@ -264,14 +414,14 @@ class SegmentParams(_Bootstrap):
     network from random initialisation, end to end), all trained with the same settings.
     ``modes`` are trained for every method; ``reference_modes`` in addition for the method
     ``report.reference`` only, to show the trade-off once without paying for it per method.
+    An empty ``structures`` list skips segmentation (for datasets without organ masks): the
+    stage then writes empty outputs that say so, and the report leaves segmentation out.
     Training uses the first ``max_train_images`` annotated training images and the first
     ``max_val_images`` validation images (``null``: all), keeping the epoch with the best
     validation Dice; every annotated test image is scored.
     """
 
-    structures: list[Name] = Field(
-        default_factory=lambda: ["lung_left", "lung_right"], min_length=1
-    )
+    structures: list[Name] = Field(default_factory=lambda: ["lung_left", "lung_right"])
     modes: list[Literal["frozen", "finetune", "scratch"]] = Field(
         default_factory=lambda: ["frozen"], min_length=1
     )
@@ -357,6 +507,14 @@ class Params(_Section):
                 f"report.reference = {self.report.reference!r} is not one of pipeline.methods "
                 f"{self.pipeline.methods}"
             )
+        organs = self.prepare.organs()
+        unknown = [s for s in self.segment.structures if s not in organs]
+        if unknown:
+            raise ValueError(
+                f"segment.structures names {unknown}, but source {self.prepare.source!r} "
+                f"provides organ masks {organs}; set segment.structures to some of those, or to "
+                "[] to skip segmentation"
+            )
         phantom = self.prepare.phantom
         if phantom.shortcut_class is not None:
             classes = (["normal"] if phantom.mode == "multiclass" else []) + phantom.findings
@@ -413,7 +571,7 @@ def _format_error(source: str, error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key; check its spelling against the documented params"
-        elif "input" in item and item["type"] != "missing":
+        elif "input" in item and item["type"] != "missing" and not isinstance(item["input"], dict):
             message = f"{message} (got {item['input']!r})"
         lines.append(f"  - {key}: {message}")
     return "\n".join(lines)

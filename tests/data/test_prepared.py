@@ -28,6 +28,7 @@ def _write(root: Path, n: int = 10, shard_size: int = 4, size: tuple[int, int] =
         organs=["l", "r"],
         image_size=size,
         shard_size=shard_size,
+        lesion_masks=True,
     )
     for start in range(0, n, 3):  # batches that straddle shard boundaries
         stop = min(n, start + 3)

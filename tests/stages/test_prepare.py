@@ -31,7 +31,7 @@ def test_failed_prepare_keeps_the_previous_output(
         (root / "manifest.parquet").write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setitem(prepare_module.ADAPTERS, "phantom", broken_adapter)
+    monkeypatch.setattr(prepare_module, "write_phantom", broken_adapter)
     with pytest.raises(OSError, match="disk full"):
         prepare(params, prepared=out)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -13,7 +13,10 @@ Images are stored as 8-bit grey levels (like a PNG export) and read back as floa
 Masks are stored bit-packed along the last axis (``numpy.packbits``; 8× smaller, mostly empty)
 and read back as bool ``(n, C, H, W)``.
 Mask shards exist only when the source has masks; a row's ``has_*_masks`` flag says whether its
-masks are annotated. :meth:`PreparedDataset.open` checks that manifest, ``dataset.json`` and the
+masks are annotated (an unannotated row's stored masks are empty).
+Labels are 1 (positive) or 0 (negative); in multi-label tasks a train or val label may be -1,
+*unknown* (CheXpert's U-Ignore policy): it is masked out of the loss and of the metrics. Test
+labels are always known. :meth:`PreparedDataset.open` checks that manifest, ``dataset.json`` and the
 arrays agree (and, with ``verify``, that every shard still has its recorded SHA-256) and names
 the file and row at fault otherwise.
 """
@@ -32,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from sibnet.data.images import to_uint8
 from sibnet.data.splits import SPLITS
 from sibnet.files import sha256_bytes, sha256_file, write_json
 
@@ -42,19 +46,23 @@ __all__ = [
     "PreparedError",
     "PreparedImages",
     "PreparedWriter",
+    "store_shard",
+    "write_index",
 ]
 
-FORMAT = "sibnet-prepared/1"
+FORMAT = "sibnet-prepared/2"
 MANIFEST_COLUMNS: dict[str, str] = {
     "id": "unique image id",
     "split": "train, val or test",
     "patient_id": "patient the image belongs to (splits never divide a patient)",
-    "labels": "list of 0/1 per class, in dataset.json's class order",
+    "labels": "list per class, in dataset.json's class order: 1 positive, 0 negative, "
+    "-1 unknown (multi-label train/val only: masked out of the loss and the metrics)",
     "shard": "shard number of the image and its masks",
     "row": "row inside the shard",
     "has_lesion_masks": "whether the per-class lesion masks are annotated",
     "has_organ_masks": "whether the organ masks are annotated",
-    "source": "where the image came from (relative path or generator coordinates)",
+    "source": "where the image came from (path relative to the data root, or coordinates)",
+    "source_sha256": "SHA-256 of the source file's bytes (array sources: of the image's bytes)",
     "content_hash": "SHA-256 of the stored image and mask bytes",
 }
 _ARRAYS = ("images", "lesion_masks", "organ_masks")
@@ -64,9 +72,104 @@ class PreparedError(ValueError):
     """A prepared dataset is missing, incomplete or inconsistent; the message names the file."""
 
 
-def _to_uint8(images: np.ndarray) -> np.ndarray:
-    """``(n, 1, H, W)`` float in [0, 1] → uint8 grey levels (round half to even)."""
-    return np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
+def store_shard(
+    root: Path,
+    index: int,
+    images: np.ndarray,
+    lesion_masks: np.ndarray | None = None,
+    organ_masks: np.ndarray | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """Write one shard's arrays under ``root`` (``<kind>/shard-<index>.npy``).
+
+    Args:
+        root: the dataset folder being written.
+        index: the shard number (its file name).
+        images: ``(n, 1, H, W)`` uint8.
+        lesion_masks: ``(n, C, H, W)`` bool, or ``None`` when the dataset has none.
+        organ_masks: ``(n, K, H, W)`` bool, or ``None`` when the dataset has none.
+
+    Returns:
+        The shard's ``dataset.json`` entry (rows, and path + SHA-256 of each array file) and the
+        ``n`` per-image content hashes (SHA-256 of the image's and its masks' stored bytes).
+    """
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"images must be uint8 (n, 1, H, W), got {images.dtype}{images.shape}")
+    root = Path(root)
+    arrays = {
+        "images": images,
+        "lesion_masks": None if lesion_masks is None else np.packbits(lesion_masks, axis=-1),
+        "organ_masks": None if organ_masks is None else np.packbits(organ_masks, axis=-1),
+    }
+    shard: dict[str, Any] = {"rows": len(images)}
+    for key, array in arrays.items():
+        if array is None:
+            continue
+        if len(array) != len(images):
+            raise ValueError(f"{key}: {len(array)} rows for {len(images)} images")
+        relative = f"{key}/shard-{index:05d}.npy"
+        (root / key).mkdir(parents=True, exist_ok=True)
+        np.save(root / relative, np.ascontiguousarray(array), allow_pickle=False)
+        shard[key] = {"path": relative, "sha256": sha256_file(root / relative)}
+    hashes = [
+        sha256_bytes(*(arrays[k][i].tobytes() for k in _ARRAYS if arrays[k] is not None))
+        for i in range(len(images))
+    ]
+    return shard, hashes
+
+
+def write_index(
+    root: Path,
+    manifest: pd.DataFrame,
+    shards: list[dict[str, Any]],
+    *,
+    name: str,
+    task: str,
+    classes: Sequence[str],
+    organs: Sequence[str],
+    image_size: tuple[int, int],
+    source: dict[str, Any],
+) -> pd.DataFrame:
+    """Write ``manifest.parquet`` and ``dataset.json`` for shards already stored under ``root``.
+
+    ``manifest`` holds every :data:`MANIFEST_COLUMNS` column (``labels`` as lists) and maybe
+    more; the documented columns come first, in order. Returns the manifest as written.
+    """
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise ValueError(f"manifest lacks column(s) {missing}")
+    manifest = manifest[
+        list(MANIFEST_COLUMNS) + [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
+    ].reset_index(drop=True)
+    manifest["shard"] = manifest["shard"].astype(np.int32)
+    manifest["row"] = manifest["row"].astype(np.int32)
+    table = pa.Table.from_pandas(manifest, preserve_index=False)
+    table = table.set_column(
+        table.schema.get_field_index("labels"),
+        "labels",
+        pa.array([list(v) for v in manifest["labels"]], type=pa.list_(pa.int8())),
+    )
+    pq.write_table(table, Path(root) / "manifest.parquet", compression="zstd")
+    counts = manifest.groupby("split").size().to_dict()
+    write_json(
+        Path(root) / "dataset.json",
+        {
+            "format": FORMAT,
+            "name": name,
+            "task": task,
+            "classes": list(classes),
+            "organs": list(organs),
+            "image_size": list(image_size),
+            "channels": 1,
+            "image_dtype": "uint8",
+            "mask_encoding": "packbits(axis=-1)",
+            "num_images": len(manifest),
+            "split_counts": {s: int(counts.get(s, 0)) for s in SPLITS},
+            "shards": shards,
+            "manifest_sha256": sha256_file(Path(root) / "manifest.parquet"),
+            "source": source,
+        },
+    )
+    return manifest
 
 
 @dataclass
@@ -74,7 +177,10 @@ class PreparedWriter:
     """Write a prepared dataset shard by shard (bounded memory), then its manifest.
 
     Call :meth:`add` with consecutive batches, then :meth:`close`. The writer writes into
-    ``root`` directly: callers wrap it in :func:`sibnet.files.atomic_dir`.
+    ``root`` directly: callers wrap it in :func:`sibnet.files.atomic_dir`. ``lesion_masks``
+    says whether the dataset stores per-class lesion masks; organ masks are stored when
+    ``organs`` is not empty. A batch without masks of a kind the dataset stores gets empty
+    masks and ``has_*_masks`` false.
     """
 
     root: Path
@@ -84,6 +190,7 @@ class PreparedWriter:
     organs: Sequence[str]
     image_size: tuple[int, int]
     shard_size: int
+    lesion_masks: bool = False
     source: dict[str, Any] = field(default_factory=dict)
     _rows: list[pd.DataFrame] = field(default_factory=list, init=False)
     _shards: list[dict[str, Any]] = field(default_factory=list, init=False)
@@ -104,6 +211,7 @@ class PreparedWriter:
         splits: Sequence[str],
         patient_ids: Sequence[str],
         sources: Sequence[str],
+        source_sha256: Sequence[str] | None = None,
         lesion_masks: np.ndarray | None = None,
         organ_masks: np.ndarray | None = None,
         extra: dict[str, Sequence[Any]] | None = None,
@@ -111,33 +219,57 @@ class PreparedWriter:
         """Queue a batch of images.
 
         Args:
-            images: ``(n, 1, H, W)`` float in [0, 1].
-            labels: ``(n, C)`` 0/1.
+            images: ``(n, 1, H, W)`` float in [0, 1], or uint8 grey levels.
+            labels: ``(n, C)`` 1/0 (or -1: unknown, see :data:`MANIFEST_COLUMNS`).
             ids, splits, patient_ids, sources: ``n`` strings each.
-            lesion_masks: ``(n, C, H, W)`` bool or ``None``.
-            organ_masks: ``(n, K, H, W)`` bool or ``None``.
+            source_sha256: ``n`` hashes of the sources; ``None``: of the stored images' bytes.
+            lesion_masks: ``(n, C, H, W)`` bool, or ``None`` (not annotated).
+            organ_masks: ``(n, K, H, W)`` bool, or ``None`` (not annotated).
             extra: further manifest columns, ``n`` values each.
         """
         n = len(images)
-        expected = (n, 1, *self.image_size)
+        height, width = self.image_size
+        expected = (n, 1, height, width)
         if images.shape != expected:
             raise ValueError(f"images must have shape {expected}, got {images.shape}")
         if labels.shape != (n, len(self.classes)):
             raise ValueError(f"labels must have shape {(n, len(self.classes))}, got {labels.shape}")
-        batch = {
-            "images": _to_uint8(images),
-            "lesion_masks": None if lesion_masks is None else lesion_masks.astype(bool),
-            "organ_masks": None if organ_masks is None else organ_masks.astype(bool),
-            "columns": {
-                "id": list(ids),
-                "split": list(splits),
-                "patient_id": list(patient_ids),
-                "labels": [row.astype(np.int8).tolist() for row in labels],
-                "source": list(sources),
-                **(extra or {}),
-            },
-        }
-        self._pending.append(batch)
+        stored = images if images.dtype == np.uint8 else to_uint8(images)
+        masks: dict[str, np.ndarray | None] = {}
+        flags: dict[str, bool] = {}
+        for key, given, channels, kept in (
+            ("lesion_masks", lesion_masks, len(self.classes), self.lesion_masks),
+            ("organ_masks", organ_masks, len(self.organs), bool(self.organs)),
+        ):
+            if given is not None and not kept:
+                raise ValueError(f"{key} given, but this dataset does not store them")
+            flags[key] = given is not None
+            masks[key] = (
+                None
+                if not kept
+                else np.zeros((n, channels, height, width), bool)
+                if given is None
+                else given.astype(bool)
+            )
+        self._pending.append(
+            {
+                "images": stored,
+                **masks,
+                "columns": {
+                    "id": list(ids),
+                    "split": list(splits),
+                    "patient_id": list(patient_ids),
+                    "labels": [row.astype(np.int8).tolist() for row in labels],
+                    "has_lesion_masks": [flags["lesion_masks"]] * n,
+                    "has_organ_masks": [flags["organ_masks"]] * n,
+                    "source": list(sources),
+                    "source_sha256": list(source_sha256)
+                    if source_sha256 is not None
+                    else [sha256_bytes(image.tobytes()) for image in stored],
+                    **(extra or {}),
+                },
+            }
+        )
         self._pending_rows += n
         while self._pending_rows >= self.shard_size:
             self._flush(self.shard_size)
@@ -146,7 +278,7 @@ class PreparedWriter:
         """Write the first ``n`` pending rows as one shard; keep the rest pending."""
         merged: dict[str, Any] = {
             key: None
-            if any(b[key] is None for b in self._pending)
+            if self._pending[0][key] is None
             else np.concatenate([b[key] for b in self._pending])
             for key in _ARRAYS
         }
@@ -154,10 +286,16 @@ class PreparedWriter:
             key: [value for b in self._pending for value in b["columns"][key]]
             for key in self._pending[0]["columns"]
         }
-        self._write_shard(
-            {key: None if a is None else a[:n] for key, a in merged.items()},
-            {key: values[:n] for key, values in columns.items()},
+        index = len(self._shards)
+        shard, hashes = store_shard(
+            self.root, index, *(None if a is None else a[:n] for a in merged.values())
         )
+        self._shards.append(shard)
+        frame = pd.DataFrame({key: values[:n] for key, values in columns.items()})
+        frame["shard"] = index
+        frame["row"] = np.arange(n)
+        frame["content_hash"] = hashes
+        self._rows.append(frame)
         self._pending_rows -= n
         self._pending = []
         if self._pending_rows:
@@ -165,69 +303,23 @@ class PreparedWriter:
             rest["columns"] = {key: values[n:] for key, values in columns.items()}
             self._pending = [rest]
 
-    def _write_shard(self, arrays: dict[str, np.ndarray | None], columns: dict[str, list]) -> None:
-        index = len(self._shards)
-        shard: dict[str, Any] = {"rows": len(arrays["images"])}
-        arrays = {
-            key: a if a is None or key == "images" else np.packbits(a, axis=-1)
-            for key, a in arrays.items()
-        }
-        for key, array in arrays.items():
-            if array is None:
-                continue
-            relative = f"{key}/shard-{index:05d}.npy"
-            (self.root / key).mkdir(parents=True, exist_ok=True)
-            np.save(self.root / relative, np.ascontiguousarray(array), allow_pickle=False)
-            shard[key] = {"path": relative, "sha256": sha256_file(self.root / relative)}
-        self._shards.append(shard)
-        frame = pd.DataFrame(columns)
-        frame["shard"] = np.int32(index)
-        frame["row"] = np.arange(shard["rows"], dtype=np.int32)
-        frame["has_lesion_masks"] = arrays["lesion_masks"] is not None
-        frame["has_organ_masks"] = arrays["organ_masks"] is not None
-        frame["content_hash"] = [
-            sha256_bytes(*(arrays[k][i].tobytes() for k in _ARRAYS if arrays[k] is not None))
-            for i in range(shard["rows"])
-        ]
-        self._rows.append(frame)
-
     def close(self) -> pd.DataFrame:
         """Write the last shard, ``manifest.parquet`` and ``dataset.json``; return the manifest."""
         if self._pending_rows:
             self._flush(self._pending_rows)
         if not self._rows:
             raise ValueError("no images were added")
-        manifest = pd.concat(self._rows, ignore_index=True)
-        first = ["id", "split", "patient_id", "labels", "shard", "row"]
-        manifest = manifest[first + [c for c in manifest.columns if c not in first]]
-        table = pa.Table.from_pandas(manifest, preserve_index=False)
-        table = table.set_column(
-            table.schema.get_field_index("labels"),
-            "labels",
-            pa.array(manifest["labels"].tolist(), type=pa.list_(pa.int8())),
+        return write_index(
+            self.root,
+            pd.concat(self._rows, ignore_index=True),
+            self._shards,
+            name=self.name,
+            task=self.task,
+            classes=self.classes,
+            organs=self.organs,
+            image_size=self.image_size,
+            source=self.source,
         )
-        pq.write_table(table, self.root / "manifest.parquet", compression="zstd")
-        counts = manifest.groupby("split").size().to_dict()
-        write_json(
-            self.root / "dataset.json",
-            {
-                "format": FORMAT,
-                "name": self.name,
-                "task": self.task,
-                "classes": list(self.classes),
-                "organs": list(self.organs),
-                "image_size": list(self.image_size),
-                "channels": 1,
-                "image_dtype": "uint8",
-                "mask_encoding": "packbits(axis=-1)",
-                "num_images": len(manifest),
-                "split_counts": {s: int(counts.get(s, 0)) for s in SPLITS},
-                "shards": self._shards,
-                "manifest_sha256": sha256_file(self.root / "manifest.parquet"),
-                "source": self.source,
-            },
-        )
-        return manifest
 
 
 class PreparedDataset:
@@ -349,6 +441,7 @@ def _check_manifest(root: Path, meta: dict[str, Any], manifest: pd.DataFrame) ->
                 f"{where}: row {row}: {len(labels)} labels, "
                 f"but dataset.json has {n_classes} classes"
             )
+    _check_labels(where, meta["task"], manifest)
     shards = manifest["shard"].to_numpy()
     rows = manifest["row"].to_numpy()
     limits = np.asarray([*shard_rows, 0])[np.clip(shards, -1, len(shard_rows))]
@@ -363,6 +456,30 @@ def _check_manifest(root: Path, meta: dict[str, Any], manifest: pd.DataFrame) ->
         )
     if len(set(zip(shards.tolist(), rows.tolist(), strict=True))) != len(manifest):
         raise PreparedError(f"{where}: two rows point at the same stored image")
+
+
+def _check_labels(where: Path, task: str, manifest: pd.DataFrame) -> None:
+    """Labels are 0/1; -1 (unknown) only in multi-label train/val rows; one-hot if multi-class."""
+    labels = np.array(manifest["labels"].tolist(), dtype=np.int64).reshape(len(manifest), -1)
+    test = manifest["split"].to_numpy() == "test"
+    allowed = (labels == 0) | (labels == 1)
+    if task == "multilabel":
+        allowed |= (labels == -1) & ~test[:, None]
+    bad = np.flatnonzero(~allowed.all(axis=1))
+    if len(bad):
+        row = int(bad[0])
+        raise PreparedError(
+            f"{where}: row {row} ({manifest['split'].iloc[row]}): labels {labels[row].tolist()}; "
+            "accepted: 0 or 1, and -1 (unknown) only in multi-label train/val rows"
+        )
+    if task == "multiclass" and len(labels):
+        not_one_hot = np.flatnonzero(labels.sum(axis=1) != 1)
+        if len(not_one_hot):
+            row = int(not_one_hot[0])
+            raise PreparedError(
+                f"{where}: row {row}: multi-class labels must be one-hot, got "
+                f"{labels[row].tolist()}"
+            )
 
 
 def _check_shards(root: Path, meta: dict[str, Any], *, verify: bool) -> None:

@@ -1,6 +1,16 @@
 """``sibnet prepare``: a raw source → ``data/prepared/<dataset>/``.
 
-See :mod:`sibnet.data.prepared` for the layout.
+See :mod:`sibnet.data.prepared` for the layout. Sources (``prepare.source``):
+
+- ``phantom``: the built-in generator (:mod:`sibnet.data.adapters.phantom`).
+- ``chexpert`` and ``folder``: label tables + image files, planned by their adapter
+  (:mod:`sibnet.data.adapters.chexpert`, :mod:`sibnet.data.adapters.folder`) and decoded in
+  parallel, resumably, shard by shard (:mod:`sibnet.data.ingest`).
+- ``medmnist``: one ``.npz`` file, streamed (:mod:`sibnet.data.adapters.medmnist`).
+
+Problems in the raw data are collected and reported together (:mod:`sibnet.data.problems`);
+the stage fails before writing anything unless ``skip_invalid`` (``--skip-invalid``), which
+leaves those rows out and lists them in ``rejects.csv`` inside the prepared dataset.
 """
 
 from __future__ import annotations
@@ -10,45 +20,85 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sibnet.config import Params, PrepareParams
+from sibnet.data.adapters.chexpert import plan_chexpert
+from sibnet.data.adapters.folder import plan_folder
+from sibnet.data.adapters.medmnist import write_medmnist
 from sibnet.data.adapters.phantom import write_phantom
+from sibnet.data.decode import ImageSettings
+from sibnet.data.ingest import Plan, ingest
 from sibnet.data.prepared import PreparedDataset
 from sibnet.files import atomic_dir
 from sibnet.tracking import start_run
 
-__all__ = ["ADAPTERS", "prepare"]
+__all__ = ["PLANNERS", "prepare"]
 
-ADAPTERS: dict[str, Callable[[PrepareParams, Path], None]] = {"phantom": write_phantom}
-"""Source name (``prepare.source``) → adapter writing the prepared layout into a folder."""
+PLANNERS: dict[str, Callable[[PrepareParams], Plan]] = {
+    "chexpert": plan_chexpert,
+    "folder": plan_folder,
+}
+"""File-based sources: ``prepare.source`` → the adapter that plans their images."""
 
 log = logging.getLogger(__name__)
 
 
-def prepare(params: Params, *, prepared: Path) -> PreparedDataset:
+def _write(section: PrepareParams, prepared: Path, skip_invalid: bool) -> None:
+    """Write the prepared dataset of ``section.source`` to ``prepared``, atomically."""
+    if section.source in PLANNERS:
+        intensity = section.folder.intensity if section.source == "folder" else "dtype"
+        ingest(
+            PLANNERS[section.source](section),
+            prepared,
+            settings=ImageSettings((section.size, section.size), section.resize, intensity),
+            shard_size=section.shard_size,
+            workers=section.workers,
+            skip_invalid=skip_invalid,
+        )
+        return
+    with atomic_dir(prepared) as tmp:
+        if section.source == "medmnist":
+            write_medmnist(section, tmp, skip_invalid=skip_invalid)
+        else:
+            write_phantom(section, tmp)
+        PreparedDataset.open(tmp, verify=True)
+
+
+def prepare(params: Params, *, prepared: Path, skip_invalid: bool | None = None) -> PreparedDataset:
     """Build the prepared dataset folder ``prepared`` from ``params.prepare``.
 
     The folder is written beside its final place and swapped in only once complete and checked,
     so a failure leaves any earlier version untouched.
+
+    Args:
+        params: the validated params.
+        prepared: the output folder.
+        skip_invalid: leave rows with problems out (``None``: ``prepare.skip_invalid``).
+
+    Raises:
+        DataError: the raw data has problems (and not ``skip_invalid``).
     """
     section = params.prepare
-    adapter = ADAPTERS[section.source]
+    skip = section.skip_invalid if skip_invalid is None else skip_invalid
     with start_run(params, stage="prepare") as tracker:
-        tracker.log_params({"prepare": section.model_dump(mode="json")})
-        with atomic_dir(prepared) as tmp:
-            adapter(section, tmp)
-            PreparedDataset.open(tmp, verify=True)
+        tracker.log_params({"prepare": section.model_dump(mode="json"), "skip_invalid": skip})
+        _write(section, Path(prepared), skip)
         dataset = PreparedDataset.open(prepared, verify=False)
+        rejected = int(dataset.meta["source"].get("rejected_rows", 0))
         log.info(
-            "%s: %d images, splits %s, classes %s",
+            "%s: %d images, splits %s, classes %s, %d row(s) rejected",
             prepared,
             len(dataset),
             dataset.meta["split_counts"],
             dataset.classes,
+            rejected,
         )
         tracker.log_metrics(
             {
                 "num_images": len(dataset),
+                "rejected_rows": rejected,
                 **{f"split.{k}": v for k, v in dataset.meta["split_counts"].items()},
             }
         )
         tracker.log_artifact(Path(prepared) / "dataset.json")
+        if (Path(prepared) / "rejects.csv").is_file():
+            tracker.log_artifact(Path(prepared) / "rejects.csv")
     return dataset

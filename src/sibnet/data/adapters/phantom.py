@@ -39,6 +39,7 @@ def write_phantom(params: PrepareParams, root: Path) -> None:
         organs=ORGANS,
         image_size=(options.size, options.size),
         shard_size=params.shard_size,
+        lesion_masks=True,
         source={"adapter": "phantom", **options.model_dump(mode="json")},
     )
     starts = range(0, options.n_images, params.shard_size)
