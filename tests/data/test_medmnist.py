@@ -546,3 +546,30 @@ def test_dataset_json_is_valid_json(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "out" / "dataset.json").read_text(encoding="utf-8"))
     assert meta["source"]["file"] == "x.npz"
     assert not (tmp_path / "out" / "rejects.csv").exists()
+
+
+def test_the_prepare_stage_runs_medmnist_and_keeps_nothing_on_failure(tmp_path: Path) -> None:
+    from sibnet.config import validate_params as validate
+    from sibnet.stages.prepare import prepare
+
+    arrays = make_arrays(columns=14)
+    arrays["val_labels"][1, 3] = 7  # one bad row
+    path = save_npz(tmp_path / "chestmnist.npz", arrays)
+    raw = {
+        "prepare": {
+            "source": "medmnist",
+            "dataset": "chest",
+            "size": 16,
+            "medmnist": {"path": str(path)},
+        },
+        "segment": {"structures": []},
+        "tracking": {"enabled": False},
+    }
+    out = tmp_path / "chest"
+    with pytest.raises(DataError, match=r"chestmnist.npz:val_labels, row 2"):
+        prepare(validate(raw), prepared=out)
+    assert not out.exists()
+    dataset = prepare(validate(raw), prepared=out, skip_invalid=True)
+    assert dataset.meta["split_counts"] == {"train": 7, "val": 2, "test": 4}
+    assert dataset.meta["source"]["rejected_rows"] == 1
+    assert "row" in (out / "rejects.csv").read_text()
