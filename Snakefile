@@ -17,6 +17,10 @@ wildcard_constraints:
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/audit.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:

@@ -113,3 +113,17 @@ def test_bad_raw_data_exits_2_and_skip_invalid_writes_the_rest(
     assert not out.exists()
     assert main([*argv, "--skip-invalid"]) == 0
     assert (out / "rejects.csv").read_text().count("\n") == 3
+
+
+def test_an_unreachable_tracking_server_exits_2_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://alice:pw-77c1@127.0.0.1:1")
+    params = tmp_path / "params.yaml"
+    params.write_text("prepare: {phantom: {n_images: 20, size: 32}}\n")
+    out = tmp_path / "prepared"
+    assert main(["prepare", "--params", str(params), "--prepared", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "http://127.0.0.1:1" in error and "tracking.enabled: false" in error
+    assert "pw-77c1" not in error
+    assert not out.exists()

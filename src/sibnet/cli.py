@@ -18,6 +18,10 @@ inputs and outputs the Snakemake rules and DVC stages pass::
                     --report results/report --metrics results/metrics.json
                     --noise_plot results/plots/auc_vs_noise.csv
                     --saliency_plot results/plots/saliency.csv
+    sibnet audit    --params params.yaml --prepared ... --models ... --results ...
+                    --report results/report --metrics results/metrics.json
+                    --noise_plot ... --saliency_plot ... --lineage results/audit
+    sibnet audit --verify [--lineage results/audit]
     sibnet dvc-yaml [--check] [--output dvc.yaml]
 
 The params file is validated before any work; errors print one clear message and exit 2.
@@ -33,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sibnet.config import ParamsError, load_params
-from sibnet.dag import STAGES, Stage, dvc_yaml
+from sibnet.dag import STAGES, Stage, dvc_yaml, expand, stage
 from sibnet.files import atomic_file
 
 __all__ = ["main"]
@@ -47,17 +51,29 @@ _STAGE_HELP = {
     "segment": "train and score segmentation decoders on the trained encoder (frozen, "
     "finetune, scratch)",
     "report": "tables, figures and metrics.json over every method and seed",
+    "audit": "lineage of every artifact (results/audit/lineage.json, .md); --verify: check "
+    "the files against it",
 }
 
 
 def _add_stage(subparsers: argparse._SubParsersAction, spec: Stage) -> None:
     parser = subparsers.add_parser(spec.name, help=_STAGE_HELP.get(spec.name))
-    parser.add_argument("--params", type=Path, required=True, help="params file (params.yaml)")
+    required = spec.name != "audit"  # `sibnet audit --verify` needs none of them
+    parser.add_argument("--params", type=Path, required=required, help="params file")
     for option, template in spec.inputs.items():
-        parser.add_argument(f"--{option}", type=Path, required=True, help=f"input, e.g. {template}")
+        parser.add_argument(
+            f"--{option}", type=Path, required=required, help=f"input, e.g. {template}"
+        )
     for option, template in spec.outputs.items():
         parser.add_argument(
-            f"--{option}", type=Path, required=True, help=f"output, e.g. {template}"
+            f"--{option}", type=Path, required=required, help=f"output, e.g. {template}"
+        )
+    if spec.name == "audit":
+        parser.add_argument(
+            "--verify",
+            action="store_true",
+            help="re-hash every artifact listed in <lineage>/lineage.json (default lineage: "
+            "results/audit) and report each that changed or vanished; exit 1 if any did",
         )
     if spec.name == "prepare":
         parser.add_argument(
@@ -73,17 +89,74 @@ def _add_stage(subparsers: argparse._SubParsersAction, spec: Stage) -> None:
     parser.set_defaults(stage=spec)
 
 
-def _run_stage(args: argparse.Namespace) -> None:
+def _verify(args: argparse.Namespace) -> int:
+    from sibnet.stages.audit import verify
+
+    folder = args.lineage or Path(stage("audit").outputs["lineage"])
+    problems = verify(folder)
+    for line in problems:
+        print(line)
+    print(
+        f"{len(problems)} artifact(s) changed or vanished since the audit"
+        if problems
+        else f"every artifact in {folder / 'lineage.json'} is as audited"
+    )
+    return 1 if problems else 0
+
+
+def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    """Run one stage, then record its lineage (:mod:`sibnet.lineage`)."""
+    from sibnet.lineage import now, write_record
+    from sibnet.tracking import git_state
+
     spec: Stage = args.stage
+    names = ("params", *spec.inputs, *spec.outputs)
+    missing = [f"--{n}" for n in names if getattr(args, n) is None]
+    if missing:
+        raise ParamsError(f"sibnet {spec.name}: missing option(s) {' '.join(missing)}")
     params = load_params(args.params)
     kwargs = {name: getattr(args, name) for name in (*spec.inputs, *spec.outputs)}
     if spec.name == "prepare":
         kwargs["skip_invalid"] = args.skip_invalid
+    method, seed = (args.method, args.seed) if spec.per_method else (None, None)
     if spec.per_method:
-        params.method(args.method)  # an unknown method fails before any work
-        kwargs |= {"method": args.method, "seed": args.seed}
+        params.method(method)  # an unknown method fails before any work
+        kwargs |= {"method": method, "seed": seed}
     module = importlib.import_module(f"sibnet.stages.{spec.name}")
+    started = now()
     getattr(module, spec.name)(params, **kwargs)
+    ended = now()
+    values = params.model_dump(mode="json")
+    read = {}
+    for key in spec.params:
+        key = expand(key, method=method or "")
+        value = values
+        for part in key.split("."):
+            value = value[part]
+        read[key] = value
+    write_record(
+        stage=spec.name,
+        dataset=params.prepare.dataset,
+        method=method,
+        seed=seed,
+        argv=list(argv),
+        params_file=args.params,
+        params=read,
+        inputs={name: getattr(args, name) for name in spec.inputs},
+        outputs={name: getattr(args, name) for name in spec.outputs},
+        code=git_state(),
+        mlflow_run_id=_last_run_id() if params.tracking.enabled else None,
+        started=started,
+        ended=ended,
+    )
+
+
+def _last_run_id() -> str | None:
+    """The id of the MLflow run the stage just closed."""
+    import mlflow
+
+    run = mlflow.last_active_run()
+    return None if run is None else run.info.run_id
 
 
 def _dvc_yaml(args: argparse.Namespace) -> int:
@@ -115,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sibnet`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.command == "dvc-yaml":
         return _dvc_yaml(args)
@@ -126,11 +200,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sibnet.data.prepared import PreparedError
     from sibnet.data.problems import DataError
     from sibnet.models.classifier import CheckpointError
+    from sibnet.stages.audit import AuditError
     from sibnet.stages.report import ReportError
+    from sibnet.tracking import TrackingError
 
     try:
-        _run_stage(args)
-    except (ParamsError, DataError, PreparedError, CheckpointError, ReportError) as error:
+        if getattr(args, "verify", False):
+            return _verify(args)
+        _run_stage(args, argv)
+    except (
+        ParamsError,
+        DataError,
+        PreparedError,
+        CheckpointError,
+        ReportError,
+        AuditError,
+        TrackingError,
+    ) as error:
         print(f"sibnet {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

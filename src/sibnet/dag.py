@@ -193,6 +193,24 @@ STAGES: dict[str, Stage] = {
             mem_mb=2000,
             runtime=30,
         ),
+        Stage(
+            name="audit",
+            inputs={
+                "prepared": PREPARED,
+                "models": MODELS,
+                "results": RESULTS,
+                "report": "results/report",
+                "metrics": "results/metrics.json",
+                "noise_plot": "results/plots/auc_vs_noise.csv",
+                "saliency_plot": "results/plots/saliency.csv",
+            },
+            outputs={"lineage": "results/audit"},
+            params=("prepare.dataset", "pipeline"),
+            directories=("lineage",),
+            gathers=("train", "evaluate", "robustness", "saliency", "segment"),
+            mem_mb=1000,
+            runtime=30,
+        ),
     )
 }
 

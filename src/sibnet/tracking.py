@@ -9,25 +9,227 @@ DVC), with artifacts under ``mlartifacts/``. Any SQLite store keeps its artifact
 
 Every run is tagged with ``sibnet.stage``, ``sibnet.dataset``, ``sibnet.method``,
 ``sibnet.seed``, ``sibnet.git_commit`` and ``sibnet.git_dirty``. ``tracking.enabled: false``
-in params turns tracking off (a :class:`Tracker` then does nothing).
+in params turns tracking off (a :class:`Tracker` then does nothing). Each stage run logs one
+INFO line ``MLflow run <id> in <store>``.
+
+A tracking server that is down. For an ``http(s)://`` store, :func:`start_run` first asks the
+server's ``/health`` endpoint (one GET, no retries, :data:`HEALTH_TIMEOUT_S` seconds) and, if
+it cannot connect or the server answers with a 5xx status, raises :class:`TrackingError` naming
+the server and the ways out (start the server, unset ``MLFLOW_TRACKING_URI`` to use the local
+store, or ``tracking.enabled: false``) instead of MLflow's minutes of retries and a long
+traceback. There is deliberately no silent fallback to a local store: a run must never be
+recorded anywhere but where the user said (in regulated settings the record has to be in the
+agreed place), so the stage fails instead. Every stage enters :func:`start_run` before it
+writes any output, so such a failure happens before any work is done and leaves no output.
+Other answers (401, 403, 404, TLS errors) are left to MLflow, which reports them itself.
+
+A server that dies in the middle of a run is not handled specially: MLflow retries by its own
+policy (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``MLFLOW_HTTP_REQUEST_TIMEOUT``) and then raises an
+``MlflowException``, which propagates out of the stage (the stage fails and the workflow engine
+marks the job failed). The run then stays ``RUNNING`` on the server, as MLflow could not mark it
+``FAILED``; outputs already written by the stage stay where they are.
+
+Credentials. MLflow takes them from ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``/
+``MLFLOW_TRACKING_TOKEN`` or from the URI itself (``https://user:password@host``, or a token
+in its query). sibnet never writes or logs them: the URI is passed through :func:`redact`
+wherever sibnet logs or reports it, MLflow's own "View run at <URI>" line on stdout is turned
+off during a run (``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``, as it would print the URI
+verbatim; the INFO line above replaces it), and the messages of exceptions that leave a run
+(e.g. MLflow's "API request to <URI> failed") have the credentials masked before they
+propagate.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
+import ssl
 import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping
+from http.client import HTTPException
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sibnet.config import Params
 
-__all__ = ["DEFAULT_TRACKING_URI", "Tracker", "flatten", "git_state", "start_run", "tracking_uri"]
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "HEALTH_TIMEOUT_S",
+    "Tracker",
+    "TrackingError",
+    "check_server",
+    "flatten",
+    "git_state",
+    "redact",
+    "start_run",
+    "tracking_uri",
+]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACT_ROOT = "mlartifacts"
+HEALTH_TIMEOUT_S = 5.0
+"""Seconds :func:`check_server` waits for a tracking server's ``/health`` answer."""
+
+FIXES = (
+    "start the server, unset MLFLOW_TRACKING_URI to use the local store ./mlflow.db, "
+    "or set tracking.enabled: false in params to run without tracking"
+)
+"""The ways out of an unreachable tracking server, named in every :class:`TrackingError`."""
+
+SECRET_ENV = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+"""Environment variables whose values are credentials MLflow sends to the server."""
+
+_SECRET_PARAM = re.compile(r"token|passw(?:or)?d|pwd|secret|key|signature|credential|auth", re.I)
+_SECRET_PARAM_EXACT = frozenset({"sig", "pass", "pw"})
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#]*)@")
+
+log = logging.getLogger(__name__)
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (e.g. the tracking server is down)."""
+
+
+def _secret_param(name: str) -> bool:
+    """Whether a query parameter name looks like it carries a credential."""
+    name = urllib.parse.unquote_plus(name).strip()
+    return name.lower() in _SECRET_PARAM_EXACT or _SECRET_PARAM.search(name) is not None
+
+
+def redact(uri: str) -> str:
+    """``uri`` without credentials: no ``user:password@`` and no query parameters whose names
+    look like secrets (token, password, key, secret, signature, ...; any case).
+
+    ``http://alice:pw@host:5000/?token=x&a=1`` → ``http://host:5000/?a=1``. Anything else is
+    returned unchanged (``sqlite:///mlflow.db``, ``file:///...``, ``databricks://profile``).
+    """
+    redacted = _USERINFO.sub(r"\g<scheme>", uri, count=1)
+    rest, hash_, fragment = redacted.partition("#")
+    base, question, query = rest.partition("?")
+    if question:
+        kept = [pair for pair in query.split("&") if not _secret_param(pair.partition("=")[0])]
+        rest = f"{base}?{'&'.join(kept)}" if kept else base
+    return f"{rest}{hash_}{fragment}"
+
+
+def _secrets(uri: str) -> list[str]:
+    """The credential strings that may show up in text about ``uri``: its userinfo, secret query
+    values and the MLflow credential environment variables; longest first."""
+    found: set[str] = set()
+    match = _USERINFO.match(uri)
+    if match:
+        userinfo = match["userinfo"]
+        found.add(f"{userinfo}@")
+        user, colon, password = userinfo.partition(":")
+        if password:
+            found.update({password, urllib.parse.unquote(password)})
+        elif not colon and len(user) >= 16:  # a token as the user name: https://<token>@host
+            found.update({user, urllib.parse.unquote(user)})
+    query = uri.partition("#")[0].partition("?")[2]
+    for pair in query.split("&") if query else ():
+        name, _, value = pair.partition("=")
+        if value and _secret_param(name):
+            found.update({value, urllib.parse.unquote_plus(value)})
+    found.update(os.environ.get(name, "") for name in SECRET_ENV)
+    found.discard("")
+    return sorted(found, key=len, reverse=True)
+
+
+def _mask(text: str, uri: str, secrets: list[str]) -> str:
+    """``text`` with ``uri`` redacted and every secret replaced by ``***``."""
+    if uri:
+        text = text.replace(uri, redact(uri))
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _scrub(error: BaseException, uri: str) -> None:
+    """Mask credentials in the messages of ``error`` and the exceptions it chains to, in place
+    (the exception keeps its type and traceback)."""
+    secrets = _secrets(uri)
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        with contextlib.suppress(Exception):  # read-only attributes: leave that one alone
+            if any(isinstance(arg, str) and _leaks(arg, uri, secrets) for arg in current.args):
+                current.args = tuple(
+                    _mask(arg, uri, secrets) if isinstance(arg, str) else arg
+                    for arg in current.args
+                )
+            message = getattr(current, "message", None)  # MlflowException keeps its own copy
+            if isinstance(message, str) and _leaks(message, uri, secrets):
+                current.message = _mask(message, uri, secrets)  # type: ignore[attr-defined]
+        current = current.__cause__ or current.__context__
+
+
+def _leaks(text: str, uri: str, secrets: list[str]) -> bool:
+    """Whether ``text`` contains a credential (or ``uri`` in a form that has one)."""
+    return (uri != redact(uri) and uri in text) or any(secret in text for secret in secrets)
+
+
+def check_server(uri: str, timeout: float = HEALTH_TIMEOUT_S) -> None:
+    """Check that the tracking server at ``http(s)://`` URI ``uri`` is up (no-op for others).
+
+    One ``GET <uri>/health`` without credentials and without retries. Only a failure to connect
+    (refused, unknown host, no answer within ``timeout`` seconds) or a 5xx answer (typically a
+    proxy whose MLflow server is down) counts as down; TLS problems and other answers are left
+    to MLflow, which reports them in its own words.
+
+    Raises:
+        TrackingError: the server is down; the message names it (without credentials), the
+            reason and the fixes.
+    """
+    if not uri.lower().startswith(("http://", "https://")):
+        return
+    public = redact(uri)
+    base = public.partition("#")[0].partition("?")[0].rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError as error:
+        if error.code < 500:
+            return
+        problem = f"is not available: it answered HTTP {error.code} {error.reason}"
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, ssl.SSLError):
+            return
+        problem = f"is not reachable: {_describe(error.reason, timeout)}"
+    except (OSError, HTTPException, ValueError) as error:
+        if isinstance(error, ssl.SSLError):
+            return
+        problem = f"is not reachable: {_describe(error, timeout)}"
+    message = f"MLflow tracking server {public} (MLFLOW_TRACKING_URI) {problem}. To fix: {FIXES}."
+    raise TrackingError(_mask(message, uri, _secrets(uri)))
+
+
+def _describe(reason: object, timeout: float) -> str:
+    """A short reason for a failed connection."""
+    if isinstance(reason, TimeoutError) or str(reason) == "timed out":
+        return f"no answer within {timeout:g} s"
+    text = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
+    return text or type(reason).__name__
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    """Set environment variable ``name`` to ``value`` inside the block."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def tracking_uri() -> str:
@@ -116,15 +318,34 @@ def start_run(
             ``tracking.experiment`` names the MLflow experiment (created on first use) and
             ``prepare.dataset`` the dataset tag.
         stage, method, seed: recorded as tags and in the run name.
+
+    Raises:
+        TrackingError: the tracking server is down (checked before the run, so before the
+            stage does any work). Exceptions raised inside the run, MLflow's included,
+            propagate unchanged apart from credentials masked in their messages.
     """
     if not params.tracking.enabled:
         yield Tracker(None)
         return
+    uri = tracking_uri()
+    check_server(uri)
+    try:
+        with _run(params, uri, stage=stage, method=method, seed=seed) as tracker:
+            yield tracker
+    except BaseException as error:
+        _scrub(error, uri)
+        raise
+
+
+@contextlib.contextmanager
+def _run(
+    params: Params, uri: str, *, stage: str, method: str | None, seed: int | None
+) -> Iterator[Tracker]:
+    """The MLflow run of :func:`start_run` in store ``uri`` (already checked)."""
     experiment = params.tracking.experiment
     dataset = params.prepare.dataset
     import mlflow
 
-    uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         location = None
@@ -146,5 +367,10 @@ def start_run(
     if seed is not None:
         tags["sibnet.seed"] = str(seed)
     name = "-".join(str(part) for part in (stage, dataset, method, seed) if part is not None)
-    with mlflow.start_run(run_name=name, tags=tags):
+    # MLflow would print "View run ... at: <URI>" on stdout, credentials included.
+    with (
+        _env("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true"),
+        mlflow.start_run(run_name=name, tags=tags) as run,
+    ):
+        log.info("MLflow run %s in %s", run.info.run_id, redact(uri))
         yield Tracker(mlflow)

@@ -60,7 +60,8 @@ def _dvc_commands(copy: Path) -> list[str]:
 def test_snakemake_and_dvc_run_the_same_commands(copy: Path) -> None:
     snakemake = _snakemake_commands(copy)
     # prepare + (train, evaluate, robustness, saliency, segment) × 2 methods × 2 seeds + report
-    assert len(snakemake) == 1 + 5 * 2 * 2 + 1
+    # + audit
+    assert len(snakemake) == 1 + 5 * 2 * 2 + 1 + 1
     assert snakemake == _dvc_commands(copy)
 
 
@@ -73,6 +74,22 @@ def test_dvc_orders_the_report_after_every_run(copy: Path) -> None:
         upstream = {s.name.split("@")[0] for s in graph.successors(report)}
     # The report's folder dependencies contain the outputs of the per-run stages.
     assert {"train", "evaluate", "robustness", "saliency", "segment"} <= upstream
+
+
+def test_the_audit_comes_last_in_both_engines(copy: Path) -> None:
+    from dvc.repo import Repo
+
+    with Repo(str(copy)) as repo:
+        graph = repo.index.graph
+        (audit,) = [s for s in graph if s.name == "audit"]
+        upstream = {s.name.split("@")[0] for s in graph.successors(audit)}
+        assert not list(graph.predecessors(audit))  # nothing depends on it
+    assert {"prepare", "train", "evaluate", "robustness", "saliency", "segment", "report"} <= (
+        upstream
+    )
+    result = run(["snakemake", "-n", "--forceall", "--cores", "2"], copy, env=clean_env())
+    jobs = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("rule ")]
+    assert jobs.count("audit:") == 1  # the default target `all` needs the audit
 
 
 def test_dvc_plots_are_declared_over_the_report_data() -> None:

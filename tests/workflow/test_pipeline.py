@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sibnet.stages.report import REPORT_FILES
-from tests.workflow.repo import clean_env, copy_repository, run
+from tests.workflow.repo import clean_env, run
 
 pytestmark = pytest.mark.slow
 
@@ -37,20 +37,6 @@ def _outputs(root: Path) -> list[Path]:
     files += [root / "results/metrics.json", *(root / "results/plots").glob("*.csv")]
     files += sorted(p for p in (root / "results/report").iterdir() if not p.name.startswith("."))
     return files
-
-
-@pytest.fixture(scope="module")
-def snakemake_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    copy = copy_repository(tmp_path_factory.mktemp("snakemake") / "repo")
-    run(["snakemake", "--cores", "all"], copy, env=clean_env())
-    return copy
-
-
-@pytest.fixture(scope="module")
-def dvc_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    copy = copy_repository(tmp_path_factory.mktemp("dvc") / "repo")
-    run(["dvc", "repro"], copy, env=clean_env())
-    return copy
 
 
 def test_snakemake_builds_every_output(snakemake_run: Path) -> None:
@@ -106,14 +92,14 @@ def test_snakemake_reruns_only_what_a_params_change_touches(
     snakemake_run: Path, tmp_path: Path
 ) -> None:
     rules = _rules_after_change(snakemake_run, tmp_path, "evaluate", bootstrap=20)
-    assert rules == {"evaluate", "report", "all"}
+    assert rules == {"evaluate", "report", "audit", "all"}
 
 
-def test_a_robustness_change_reruns_robustness_and_the_report_only(
+def test_a_robustness_change_reruns_robustness_the_report_and_the_audit_only(
     snakemake_run: Path, tmp_path: Path
 ) -> None:
     rules = _rules_after_change(snakemake_run, tmp_path, "robustness", sigmas=[0.0, 0.2])
-    assert rules == {"robustness", "report", "all"}
+    assert rules == {"robustness", "report", "audit", "all"}
 
 
 def test_dvc_repro_builds_every_output_and_locks_each_stage(dvc_run: Path) -> None:
@@ -161,7 +147,7 @@ def test_every_stage_run_is_in_the_default_mlflow_store(snakemake_run: Path) -> 
     stages = sorted(r.data.tags["sibnet.stage"] for r in runs)
     assert stages == sorted(
         ["evaluate"] * 4
-        + ["prepare", "report"]
+        + ["audit", "prepare", "report"]
         + ["robustness", "saliency", "segment", "train"] * 4
     )
     assert all(r.info.status == "FINISHED" for r in runs)

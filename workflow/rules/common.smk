@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 from sibnet.config import ParamsError, load_params
-from sibnet.dag import command, expand, stage
+from sibnet.dag import MODELS, RESULTS, command, expand, stage
 
 
 if workflow.config_settings.overwrite_config:
@@ -44,7 +44,13 @@ def stage_inputs(name):
     """
     spec = stage(name)
     if spec.gathers:
-        return {"gathered": [path for g in spec.gathers for path in run_outputs(g)], "code": CODE}
+        direct = {
+            k: expand(t, dataset=DATASET)
+            for k, t in spec.inputs.items()
+            if t not in (RESULTS, MODELS)  # the gathered folders: their files are listed instead
+        }
+        gathered = [path for g in spec.gathers for path in run_outputs(g)]
+        return {"gathered": gathered, **direct, "code": CODE}
     return {
         **{k: (lambda w, t=t: _fill(t, w)) for k, t in spec.inputs.items()},
         "code": CODE,
@@ -102,5 +108,5 @@ def run_outputs(name):
 
 
 def final_outputs():
-    """Targets of the default target (all): the report and everything it gathers."""
-    return [expand(t, dataset=DATASET) for t in stage("report").outputs.values()]
+    """Targets of the default target (all): the lineage audit, and so everything before it."""
+    return [expand(t, dataset=DATASET) for t in stage("audit").outputs.values()]

@@ -1,0 +1,234 @@
+"""``sibnet audit``: the lineage of every result, for review — and ``--verify`` against tampering.
+
+The last stage of the DAG. It reads the job records of :mod:`sibnet.lineage` for the current
+pipeline (prepare, every method × seed of train / evaluate / robustness / saliency / segment,
+the report), checks them, and writes
+
+- ``results/audit/lineage.json``: every artifact (each file of every output: prepared data,
+  models, tables, plots, metrics) with its SHA-256 and size → the job that produced it → that
+  job's inputs with their hashes, the exact params it read, the code version (git commit,
+  dirty tree), the environment (Python and package versions), its MLflow run id, start and end
+  time and host;
+- ``results/audit/lineage.md``: the same for people: one table of artifacts, then one section
+  per job.
+
+Checks (an :class:`AuditError` names the job or file and the fix):
+
+- every job of the pipeline has a record (a job run before lineage existed, or a deleted
+  ``.sibnet/lineage/``, needs re-running);
+- every output still has the hash its job recorded (a file changed after its job ran);
+- every input a job read is what the job that produced it wrote (a stale downstream result).
+
+``sibnet audit --verify [--lineage results/audit]`` re-hashes every artifact listed in
+``lineage.json`` and reports each that changed or vanished since the audit, exiting 1 if any
+did (see :func:`verify`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from sibnet.config import Params
+from sibnet.dag import STAGES
+from sibnet.files import atomic_dir, sha256_file, write_json
+from sibnet.lineage import LINEAGE_DIR, digest, job_name, now, read_records, relative
+from sibnet.tracking import git_state, start_run
+
+__all__ = ["LINEAGE_FORMAT", "AuditError", "audit", "verify"]
+
+log = logging.getLogger(__name__)
+
+LINEAGE_FORMAT = "sibnet-lineage/1"
+
+
+class AuditError(ValueError):
+    """The lineage records are missing, or disagree with the files; the message says which."""
+
+
+def _expected_jobs(params: Params) -> list[str]:
+    dataset = params.prepare.dataset
+    jobs = []
+    for spec in STAGES.values():
+        if spec.name == "audit":
+            continue
+        if spec.per_method:
+            jobs += [
+                job_name(spec.name, dataset, m, s)
+                for m in params.pipeline.methods
+                for s in params.pipeline.seeds
+            ]
+        else:
+            jobs.append(job_name(spec.name, dataset))
+    return jobs
+
+
+def _files(entry: dict[str, Any]) -> dict[str, str]:
+    """Path → SHA-256 of every file of one recorded input or output."""
+    if "files" in entry:
+        return {f"{entry['path']}/{name}": sha for name, sha in entry["files"].items()}
+    return {} if entry.get("missing") else {entry["path"]: entry["sha256"]}
+
+
+def _check(records: dict[str, dict[str, Any]], jobs: list[str], where: Path) -> None:
+    missing = [j for j in jobs if j not in records]
+    if missing:
+        raise AuditError(
+            f"no lineage record in {where} for job(s) {missing}: they ran before lineage was "
+            "recorded, or the records were removed; re-run them (snakemake --forcerun "
+            f"{' '.join(sorted({j.split('/')[0] for j in missing}))}, or dvc repro --force)"
+        )
+    produced: dict[str, tuple[str, str]] = {}
+    for job in jobs:
+        for name, recorded in records[job]["outputs"].items():
+            now_ = digest(recorded["path"])
+            if now_.get("sha256") != recorded.get("sha256"):
+                changed = sorted(set(_files(recorded).items()) ^ set(_files(now_).items()), key=str)
+                raise AuditError(
+                    f"{recorded['path']} ({job}, output {name!r}) differs from what its job "
+                    f"wrote (first difference: {changed[0][0] if changed else 'the folder'}); "
+                    "re-run that job or restore the file"
+                )
+            produced.update({path: (sha, job) for path, sha in _files(recorded).items()})
+    for job in jobs:
+        for name, entry in records[job]["inputs"].items():
+            for path, sha in _files(entry).items():
+                if path in produced and produced[path][0] != sha:
+                    raise AuditError(
+                        f"{job} read {path} (input {name!r}) before {produced[path][1]} last "
+                        "rewrote it: its results are stale; re-run it"
+                    )
+
+
+def audit(
+    params: Params,
+    *,
+    prepared: Path,
+    models: Path,
+    results: Path,
+    report: Path,
+    metrics: Path,
+    noise_plot: Path,
+    saliency_plot: Path,
+    lineage: Path,
+    records: Path = LINEAGE_DIR,
+) -> dict[str, Any]:
+    """Check the lineage records of the pipeline and write ``lineage.json`` / ``lineage.md``
+    into the folder ``lineage`` (see the module docstring). The other paths are the artifacts
+    audited (they also order this stage last in the DAG). Returns the lineage document."""
+    with start_run(params, stage="audit") as tracker:
+        by_job = {r["job"]: r for r in read_records(records)}
+        jobs = _expected_jobs(params)
+        _check(by_job, jobs, records)
+        artifacts = []
+        for job in jobs:
+            record = by_job[job]
+            for name, entry in record["outputs"].items():
+                for path, sha in _files(entry).items():
+                    artifacts.append(
+                        {
+                            "path": path,
+                            "sha256": sha,
+                            "bytes": Path(path).stat().st_size,
+                            "job": job,
+                            "stage": record["stage"],
+                            "output": name,
+                        }
+                    )
+        audited = {relative(p) for p in (prepared, models, results, report, metrics)}
+        audited |= {relative(noise_plot), relative(saliency_plot)}
+        uncovered = sorted(
+            a["path"]
+            for a in artifacts
+            if not any(a["path"] == r or a["path"].startswith(r + "/") for r in audited)
+        )
+        if uncovered:
+            log.warning("artifacts outside the audited folders: %s", uncovered)
+        document = {
+            "format": LINEAGE_FORMAT,
+            "generated": now(),
+            "dataset": params.prepare.dataset,
+            "code": git_state(),
+            "artifacts": sorted(artifacts, key=lambda a: a["path"]),
+            "jobs": [by_job[j] for j in jobs],
+        }
+        with atomic_dir(lineage) as tmp:
+            write_json(tmp / "lineage.json", document)
+            (tmp / "lineage.md").write_text(_markdown(document), encoding="utf-8")
+        log.info("%d artifacts of %d jobs → %s", len(artifacts), len(jobs), lineage)
+        tracker.log_metrics({"artifacts": len(artifacts), "jobs": len(jobs)})
+        tracker.log_artifact(Path(lineage) / "lineage.json")
+        tracker.log_artifact(Path(lineage) / "lineage.md")
+    return document
+
+
+def verify(lineage: Path) -> list[str]:
+    """Re-hash every artifact of ``<lineage>/lineage.json``; return one line per artifact that
+    changed or vanished since the audit (empty: all intact)."""
+    path = Path(lineage) / "lineage.json"
+    if not path.is_file():
+        raise AuditError(f"{path}: not found; run `sibnet audit` (the DAG's last stage) first")
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if document.get("format") != LINEAGE_FORMAT:
+        raise AuditError(f"{path}: format {document.get('format')!r}, expected {LINEAGE_FORMAT}")
+    problems = []
+    for artifact in document["artifacts"]:
+        file = Path(artifact["path"])
+        if not file.is_file():
+            problems.append(f"vanished: {artifact['path']} (from {artifact['job']})")
+        elif sha256_file(file) != artifact["sha256"]:
+            problems.append(f"changed:  {artifact['path']} (from {artifact['job']})")
+    return problems
+
+
+def _markdown(document: dict[str, Any]) -> str:
+    code = document["code"]
+    lines = [
+        f"# Lineage audit: dataset `{document['dataset']}`",
+        "",
+        f"Generated {document['generated']} at commit `{code['commit']}` "
+        f"(dirty tree: {code['dirty']}). {len(document['artifacts'])} artifacts from "
+        f"{len(document['jobs'])} jobs. Check the files against it with "
+        "`sibnet audit --verify`.",
+        "",
+        "## Artifacts",
+        "",
+        "| artifact | SHA-256 | bytes | produced by | MLflow run |",
+        "|---|---|---|---|---|",
+    ]
+    runs = {j["job"]: j["mlflow_run_id"] or "—" for j in document["jobs"]}
+    for a in document["artifacts"]:
+        lines.append(
+            f"| `{a['path']}` | `{a['sha256'][:16]}…` | {a['bytes']} | {a['job']} "
+            f"| {runs[a['job']]} |"
+        )
+    lines += ["", "## Jobs", ""]
+    for job in document["jobs"]:
+        env = job["environment"]
+        packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
+        lines += [
+            f"### {job['job']}",
+            "",
+            f"- command: `{job['command']}`",
+            f"- ran {job['started']} → {job['ended']} on `{job['host']}`; MLflow run "
+            f"{job['mlflow_run_id'] or '— (tracking off)'}",
+            f"- code: commit `{job['code']['commit']}`, dirty tree: {job['code']['dirty']}",
+            f"- environment: Python {env['python']} ({env['platform']}); {packages}",
+            f"- params file `{job['params_file']['path']}` "
+            f"(`{job['params_file'].get('sha256', 'missing')[:16]}…`); params read:",
+            "",
+            "```json",
+            json.dumps(job["params"], indent=2, sort_keys=True),
+            "```",
+            "",
+            "| input | SHA-256 |",
+            "|---|---|",
+            *(
+                f"| `{e['path']}` | `{e.get('sha256', 'missing')[:16]}…` |"
+                for e in job["inputs"].values()
+            ),
+            "",
+        ]
+    return "\n".join(lines) + "\n"
