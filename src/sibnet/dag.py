@@ -51,11 +51,8 @@ class Stage:
         params: params keys the stage reads (``{method}`` allowed), for rerun decisions.
         per_method: expanded over methods × seeds (passes ``--method`` and ``--seed``).
         directories: output names that are folders rather than files.
-        metrics: output names that are JSON metrics (uncached in DVC, shown by
-            ``dvc metrics show``).
+        metrics: output names that are JSON metrics (shown by ``dvc metrics show``).
         plots: output name → DVC plot properties (``x``, ``y``, ...).
-        uncached: output names kept out of the DVC cache (small files committed to git, such
-            as the data behind ``dvc plots``).
         gathers: per-method stages whose outputs, for every method × seed, this stage reads
             through its folder inputs (``RESULTS``, ``MODELS``). Snakemake gets those files as
             the rule's inputs; DVC gets the folders as dependencies.
@@ -71,7 +68,6 @@ class Stage:
     directories: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     plots: dict[str, dict[str, Any]] = field(default_factory=dict)
-    uncached: tuple[str, ...] = ()
     gathers: tuple[str, ...] = ()
     threads_key: str | None = None
     mem_mb: int = 2000
@@ -188,7 +184,6 @@ STAGES: dict[str, Stage] = {
             params=("report", "pipeline"),
             directories=("report",),
             metrics=("metrics",),
-            uncached=("noise_plot", "saliency_plot"),
             gathers=("train", "evaluate", "robustness", "saliency", "segment"),
             mem_mb=2000,
             runtime=30,
@@ -284,6 +279,8 @@ def expand(template: str, **values: str) -> str:
 
 
 def _dvc_stage(spec: Stage) -> dict[str, Any]:
+    """One ``dvc.yaml`` stage. Every output is cached, metrics and plots included, so that
+    ``dvc push`` / ``dvc pull`` carry all of them (the results folders are not in git)."""
     values = {"dataset": "${prepare.dataset}", "method": "${item.method}", "seed": "${item.seed}"}
     inputs = {k: expand(v, **values) for k, v in spec.inputs.items()}
     outputs = {k: expand(v, **values) for k, v in spec.outputs.items()}
@@ -304,11 +301,9 @@ def _dvc_stage(spec: Stage) -> dict[str, Any]:
     plots: list[Any] = []
     for name, path in outputs.items():
         if name in spec.metrics:
-            metrics.append({path: {"cache": False}})
-        elif name in spec.uncached:
-            outs.append({path: {"cache": False}})
+            metrics.append(path)
         elif name in spec.plots:
-            plots.append({path: {"cache": False, **spec.plots[name]}})
+            plots.append({path: spec.plots[name]})
         else:
             outs.append(path)
     for key, items in (("outs", outs), ("metrics", metrics), ("plots", plots)):

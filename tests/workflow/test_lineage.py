@@ -69,7 +69,7 @@ def test_the_audit_traces_every_output_and_verify_catches_tampering(
     train = next(j for j in lineage["jobs"] if j["job"] == "train/tiny/sibnet/seed1")
     assert train["params"]["methods.sibnet"]["objective"] == "sibnet"
     assert train["mlflow_run_id"] and train["code"]["commit"] != "unknown"
-    assert train["environment"]["packages"]["torch"] == "2.13.0"
+    assert train["environment"]["packages"]["torch"].startswith("2.13.0")
     assert train["inputs"]["prepared"]["sha256"]
     assert "train/tiny/sibnet/seed1" in (snakemake_run / "results/audit/lineage.md").read_text()
 

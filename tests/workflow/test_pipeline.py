@@ -159,15 +159,3 @@ def test_every_stage_run_is_in_the_default_mlflow_store(snakemake_run: Path) -> 
     assert "clean_auc.sibnet.mean" in report.data.metrics
     artifacts = {a.path for a in client.list_artifacts(report.info.run_id, "report")}
     assert "report/summary.md" in artifacts
-
-
-def test_dvc_push_and_pull_with_the_default_remote(dvc_run: Path) -> None:
-    run(["dvc", "push"], dvc_run)
-    assert (dvc_run / "dvc-remote").is_dir()
-    checkpoint = dvc_run / "models/tiny/baseline/seed0/classifier.pt"
-    expected = checkpoint.read_bytes()
-    checkpoint.unlink()
-    shutil.rmtree(dvc_run / ".dvc" / "cache")
-    run(["dvc", "pull"], dvc_run)
-    assert checkpoint.read_bytes() == expected
-    assert "up to date" in run(["dvc", "status"], dvc_run).stdout
