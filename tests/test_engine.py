@@ -7,7 +7,15 @@ from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 from torch.utils.data import TensorDataset
 
-from sibnet.engine import MaskedBCEWithLogits, make_loader, predict, task_loss
+from sibnet.engine import (
+    MaskedBCEWithLogits,
+    autocast,
+    make_loader,
+    predict,
+    resolve_device,
+    task_loss,
+    to_device,
+)
 
 
 def _batch(seed: int = 0, shape: tuple[int, int] = (16, 5)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,3 +97,26 @@ def test_predict_passes_unknown_labels_through() -> None:
     assert targets.dtype == np.int8
     np.testing.assert_array_equal(targets, labels.numpy().astype(np.int8))
     assert probs.shape == (6, 2) and np.isfinite(loss)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
+def test_device_auto_falls_back_to_the_cpu() -> None:
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"'cuda' but torch\.cuda\.is_available"):
+        resolve_device("cuda")
+
+
+def test_fp32_changes_nothing_and_bf16_autocasts() -> None:
+    images = torch.randn(2, 1, 8, 8)
+    assert to_device(images, None) is images
+    assert to_device(images, torch.device("cpu")) is images
+    moved = to_device(images, torch.device("cpu"), channels_last=True)
+    assert moved.is_contiguous(memory_format=torch.channels_last)
+    conv = nn.Conv2d(1, 2, 3)
+    with autocast(torch.device("cpu"), "fp32"):
+        assert conv(images).dtype == torch.float32
+    with autocast(torch.device("cpu"), "bf16"):
+        assert conv(images).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        autocast(torch.device("cpu"), "fp16")

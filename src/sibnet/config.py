@@ -339,6 +339,15 @@ class TrainParams(_Section):
     class_weights: bool = False
     num_workers: int = Field(0, ge=0, le=64)
     threads: int = Field(1, ge=1, le=256)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto``: CUDA when ``torch.cuda.is_available()``, else the CPU; ``cuda`` without a GPU
+    is an error at start-up (see :func:`sibnet.engine.resolve_device`)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """``bf16``: forward pass and task loss under ``torch.autocast(dtype=torch.bfloat16)``
+    (SIBnet's saliency terms stay in float32); on the CPU it works but is slow."""
+    channels_last: bool = False
+    """Model and input batches in ``torch.channels_last`` memory format (faster convolutions on
+    tensor-core GPUs)."""
 
 
 class _Bootstrap(_Section):

@@ -1,9 +1,20 @@
-"""The training and inference loops shared by every stage that runs a classifier."""
+"""The training and inference loops shared by every stage that runs a classifier.
+
+Device and precision: :func:`train_epoch` and :func:`predict` take a ``device`` (batches are
+moved there; the model must already be), a ``precision`` (``"bf16"``: the objective or forward
+pass runs under ``torch.autocast(device.type, dtype=torch.bfloat16)``) and ``channels_last``
+(batches in ``torch.channels_last``). The defaults (CPU, ``"fp32"``, contiguous) change nothing
+and keep CPU results bit-identical. Only ``sibnet train`` uses other settings so far; the
+evaluate, robustness, saliency and segment stages run on the CPU in float32.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
@@ -16,18 +27,81 @@ from sibnet.reproducibility import seeded_generator, worker_init_fn
 __all__ = [
     "MaskedBCEWithLogits",
     "OneHotCrossEntropy",
+    "Precision",
+    "autocast",
     "make_loader",
     "predict",
     "probabilities",
+    "resolve_device",
     "task_loss",
+    "to_device",
     "train_epoch",
 ]
 
+Precision = Literal["fp32", "bf16"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` | ``"cpu"`` | ``"cuda"`` → a ``torch.device``.
+
+    ``auto`` is CUDA when ``torch.cuda.is_available()``, else the CPU (the fallback on a cluster
+    node without a free GPU); the choice is logged.
+
+    Raises:
+        ValueError: ``cuda`` was asked for but no GPU is visible, or an unknown name.
+    """
+    available = torch.cuda.is_available()
+    if name == "auto":
+        device = torch.device("cuda" if available else "cpu")
+        log.info("device: auto → %s", device.type)
+        return device
+    if name == "cuda":
+        if not available:
+            raise ValueError(
+                "train.device is 'cuda' but torch.cuda.is_available() is False (no visible GPU, "
+                f"or a CPU-only torch {torch.__version__}); use 'auto' to fall back to the CPU"
+            )
+        return torch.device("cuda")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """``bf16``: ``torch.autocast(device.type, dtype=torch.bfloat16)``; ``fp32``: nothing."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+
+
+def to_device(
+    images: torch.Tensor, device: torch.device | None, channels_last: bool = False
+) -> torch.Tensor:
+    """Move a ``(B, C, H, W)`` batch to ``device`` (non-blocking from pinned memory), optionally
+    in ``torch.channels_last`` format. With ``device=None`` and ``channels_last=False`` the batch
+    is returned as it is."""
+    if device is not None:
+        images = images.to(device, non_blocking=True)
+    if channels_last and images.dim() == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
 
 def make_loader(
-    dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
-    """A deterministic ``DataLoader``: shuffling from a seeded generator, seeded workers."""
+    """A deterministic ``DataLoader``: shuffling from a seeded generator, seeded workers
+    (:func:`sibnet.reproducibility.worker_init_fn`); ``pin_memory`` for CUDA training."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -36,6 +110,7 @@ def make_loader(
         generator=seeded_generator(seed),
         worker_init_fn=worker_init_fn,
         persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
     )
 
 
@@ -116,10 +191,16 @@ def train_epoch(
     *,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     description: str = "train",
+    device: torch.device | None = None,
+    precision: Precision = "fp32",
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """One pass over ``loader`` minimising ``objective(model, images, targets)``.
 
-    ``scheduler``, if given, steps after every batch.
+    ``scheduler``, if given, steps after every batch. Batches ``(B, C_in, H, W)`` images and
+    ``(B, C)`` targets go to ``device`` (the model and objective must be there already); with
+    ``precision="bf16"`` the objective (forward pass and loss) runs under autocast, the
+    backward pass and optimiser step outside it.
 
     Returns:
         Mean per image of the loss (``"loss"``) and of each term the objective reports.
@@ -128,8 +209,12 @@ def train_epoch(
     totals: dict[str, torch.Tensor] = {}
     count = 0
     for images, targets in _progress(loader, description):
+        images = to_device(images, device, channels_last)
+        if device is not None:
+            targets = targets.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss, terms = objective(model, images, targets)
+        with autocast(images.device, precision):
+            loss, terms = objective(model, images, targets)
         loss.backward()
         optimizer.step()
         if scheduler is not None:
@@ -148,8 +233,12 @@ def predict(
     loss_fn: nn.Module | None = None,
     *,
     description: str = "predict",
+    device: torch.device | None = None,
+    precision: Precision = "fp32",
+    channels_last: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Run ``model`` in eval mode over ``loader``.
+    """Run ``model`` in eval mode over ``loader`` (on ``device``, in ``precision``; see
+    :func:`train_epoch`; the loss and probabilities are computed in float32).
 
     Returns:
         ``(probabilities, targets, loss)``: ``(N, C)`` float32 probabilities, ``(N, C)`` int8
@@ -158,10 +247,13 @@ def predict(
     model.eval()
     probs, labels, total = [], [], 0.0
     for images, targets in _progress(loader, description):
-        logits = model(images)
+        images = to_device(images, device, channels_last)
+        with autocast(images.device, precision):
+            logits = model(images)
+        logits = logits.float()
         if loss_fn is not None:
-            total += float(loss_fn(logits, targets)) * len(images)
-        probs.append(probabilities(logits, task).float().numpy())
+            total += float(loss_fn(logits, targets.to(logits.device))) * len(images)
+        probs.append(probabilities(logits, task).float().cpu().numpy())
         labels.append(targets.numpy().astype(np.int8))
     count = sum(len(p) for p in probs)
     loss = total / count if loss_fn is not None else float("nan")

@@ -215,3 +215,36 @@ def test_sibnet_method_logs_every_loss_term(
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [1, 2]
     assert run.data.params["method.objective"] == "sibnet"
     assert run.data.params["method.lambda_cd"] == "1.2"
+
+
+@pytest.mark.parametrize(
+    ("method", "changes"),
+    [
+        ("sibnet", {"precision": "bf16"}),
+        ("baseline", {"precision": "bf16"}),
+        ("sibnet", {"channels_last": True}),
+    ],
+)
+def test_bf16_and_channels_last_train_on_the_cpu(
+    tiny_params: Params, prepared_tiny: Path, tmp_path: Path, method: str, changes: dict
+) -> None:
+    params = with_changes(untracked(tiny_params), train={"epochs": 1, **changes})
+    history = _train(params, prepared_tiny, tmp_path, method=method)
+    losses = history[["train_loss", "train_task", "val_loss"]].to_numpy()
+    assert len(history) == 1 and np.isfinite(losses).all()
+    if method == "sibnet":
+        assert np.isfinite(history[["train_cd", "train_sc"]].to_numpy()).all()
+    _, meta = load_checkpoint(tmp_path / "classifier.pt")
+    assert meta["params_sha256"] and all(
+        torch.isfinite(v).all() for v in meta["state_dict"].values() if v.is_floating_point()
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
+def test_cuda_without_a_gpu_is_a_clear_error(
+    tiny_params: Params, prepared_tiny: Path, tmp_path: Path
+) -> None:
+    params = with_changes(untracked(tiny_params), train={"device": "cuda"})
+    with pytest.raises(ValueError, match=r"train\.device is 'cuda' but torch\.cuda\.is_available"):
+        _train(params, prepared_tiny, tmp_path)
+    assert not any(tmp_path.iterdir())

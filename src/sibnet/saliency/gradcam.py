@@ -26,6 +26,9 @@ The layer's output is captured by a forward hook that passes a *clone* downstrea
 in-place operation after the layer (MONAI's DenseNet applies ``ReLU(inplace=True)`` to the
 ``features`` output) cannot overwrite the activations the maps are built from.
 
+Under ``torch.autocast`` (bf16 training) the forward pass runs in bfloat16 but the weighting
+above runs in float32 (activations and gradients cast up), so the maps are float32.
+
 With ``create_graph=True`` (training) the maps stay in the autograd graph: they are
 differentiable with respect to the model's parameters, on the model's device, with no NumPy.
 """
@@ -168,24 +171,31 @@ def logits_and_grad_cam(
         activations = seen["activations"]
         if mode is None:
             mode = "closed_form" if _closed_form_applies(seen, logits) else "autograd"
-        if mode == "closed_form":
-            if linear is None:
-                raise ValueError("closed-form Grad-CAM needs a final nn.Linear layer")
-            h, w = activations.shape[-2:]
-            weights = linear.weight / (h * w)  # α^c_k = W[c, k] / (h·w): (C, K)
-            maps = torch.einsum("ck,bkhw->bchw", weights, activations)
-        else:
-            if not activations.requires_grad:
-                raise ValueError("the Grad-CAM layer's output does not depend on any parameter")
-            alphas = []
-            for c in range(logits.shape[1]):
-                (grad,) = torch.autograd.grad(
-                    logits[:, c].sum(), activations, retain_graph=True, create_graph=create_graph
-                )
-                alphas.append(grad.mean(dim=(2, 3)))  # (B, K)
-            maps = torch.einsum("bck,bkhw->bchw", torch.stack(alphas, dim=1), activations)
-        if relu:
-            maps = F.relu(maps)
+        # Under autocast (bf16 training) the weighting runs in float32 on float32 copies of the
+        # activations and gradients; for float32 inputs this changes nothing.
+        with torch.autocast(activations.device.type, enabled=False):
+            features = activations.float()
+            if mode == "closed_form":
+                if linear is None:
+                    raise ValueError("closed-form Grad-CAM needs a final nn.Linear layer")
+                h, w = activations.shape[-2:]
+                weights = linear.weight.float() / (h * w)  # α^c_k = W[c, k] / (h·w): (C, K)
+                maps = torch.einsum("ck,bkhw->bchw", weights, features)
+            else:
+                if not activations.requires_grad:
+                    raise ValueError("the Grad-CAM layer's output does not depend on any parameter")
+                alphas = []
+                for c in range(logits.shape[1]):
+                    (grad,) = torch.autograd.grad(
+                        logits[:, c].sum(),
+                        activations,
+                        retain_graph=True,
+                        create_graph=create_graph,
+                    )
+                    alphas.append(grad.float().mean(dim=(2, 3)))  # (B, K)
+                maps = torch.einsum("bck,bkhw->bchw", torch.stack(alphas, dim=1), features)
+            if relu:
+                maps = F.relu(maps)
     if not create_graph:
         maps = maps.detach()
         if not torch.is_grad_enabled():

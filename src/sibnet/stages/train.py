@@ -1,4 +1,20 @@
-"""``sibnet train``: one method × one seed on a prepared dataset → ``classifier.pt`` + history."""
+"""``sibnet train``: one method × one seed on a prepared dataset → ``classifier.pt`` + history.
+
+Device and precision come from ``train.device`` (``auto``: CUDA when visible, else the CPU),
+``train.precision`` (``fp32`` | ``bf16`` autocast) and ``train.channels_last``; the defaults give
+bit-identical CPU results. Only training (and its per-epoch validation) uses them: the evaluate,
+robustness, saliency and segment stages run on the CPU in float32.
+
+Resuming: after every epoch the whole training state is written atomically to
+``<checkpoint>.resume.pt`` (:func:`resume_path`; not a declared output, so Snakemake and DVC
+neither see nor delete it when a job fails): model, optimiser and scheduler states, the
+objective's state (SIBnet's term scales), every random generator (Python, NumPy, torch CPU and
+CUDA, the data loaders'), the best epoch so far (its metrics and weights) and the history rows.
+A later run of the same job (same params hash, method, seed, prepared-dataset manifest, torch
+version and device) continues with the next epoch and ends with byte-identical outputs; a
+resume file of another job is ignored (and logged). The file is removed once the checkpoint
+and the history are written.
+"""
 
 from __future__ import annotations
 
@@ -16,16 +32,25 @@ from tqdm import tqdm
 
 from sibnet.config import Params
 from sibnet.data.prepared import PreparedDataset, PreparedImages
-from sibnet.engine import make_loader, predict, train_epoch
+from sibnet.engine import make_loader, predict, resolve_device, train_epoch
 from sibnet.files import atomic_file
 from sibnet.metrics.classification import macro_auc
 from sibnet.models.classifier import build_classifier, params_hash, save_checkpoint
 from sibnet.objectives import build_objective
 from sibnet.plots import plot_training_curves
-from sibnet.reproducibility import configure_torch, seed_everything
+from sibnet.reproducibility import configure_torch, get_rng_state, seed_everything, set_rng_state
 from sibnet.tracking import start_run
 
-__all__ = ["HISTORY_COLUMNS", "class_weights", "train", "training_params"]
+__all__ = [
+    "HISTORY_COLUMNS",
+    "RESUME_FORMAT",
+    "class_weights",
+    "resume_path",
+    "train",
+    "training_params",
+]
+
+RESUME_FORMAT = "sibnet-train-resume/1"
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -47,6 +72,41 @@ def training_params(params: Params, method: str) -> dict[str, Any]:
         "train": params.train.model_dump(mode="json"),
         "method": {"name": method, **params.method(method).model_dump(mode="json")},
     }
+
+
+def resume_path(checkpoint: Path) -> Path:
+    """The resume file of a training job: ``<checkpoint>.resume.pt`` beside the checkpoint."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name + ".resume.pt")
+
+
+def _read_resume(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The resume state at ``path`` if it exists and belongs to this job, else ``None``."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or foreign files
+        log.warning("ignoring resume file %s: unreadable (%s)", path, error)
+        return None
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        log.warning("ignoring resume file %s: not a %s file", path, RESUME_FORMAT)
+        return None
+    found = state.get("identity", {})
+    differ = [key for key, value in identity.items() if found.get(key) != value]
+    if differ:
+        log.warning(
+            "ignoring resume file %s: it belongs to another job (%s differ)",
+            path,
+            ", ".join(f"{key}: {found.get(key)!r} here {identity[key]!r}" for key in differ),
+        )
+        return None
+    return state
+
+
+def _write_resume(path: Path, state: dict[str, Any]) -> None:
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)
 
 
 def class_weights(labels: np.ndarray, task: str) -> torch.Tensor:
@@ -87,7 +147,8 @@ def train(
     """
     settings = params.train
     spec = params.method(method)
-    configure_torch(settings.threads)
+    device = resolve_device(settings.device)
+    configure_torch(settings.threads, warn_only=device.type == "cuda")
     dataset = PreparedDataset.open(prepared, verify=True)
     train_set, val_set = PreparedImages(dataset, "train"), PreparedImages(dataset, "val")
 
@@ -95,38 +156,86 @@ def train(
     model = build_classifier(
         spec.architecture, num_classes=len(dataset.classes), attention=spec.attention
     )
+    if device.type != "cpu":
+        model = model.to(device)
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     weights = None
     if settings.class_weights:
         weights = class_weights(dataset.labels[train_set.rows], dataset.task)
-    objective = build_objective(spec, dataset.task, weights)
+    objective = build_objective(spec, dataset.task, weights).to(device)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
+    pin = device.type == "cuda"
     train_loader = make_loader(
         train_set,
         batch_size=settings.batch_size,
         shuffle=True,
         seed=seed,
         num_workers=settings.num_workers,
+        pin_memory=pin,
     )
-    val_loader = make_loader(val_set, batch_size=settings.batch_size, shuffle=False, seed=seed)
+    val_loader = make_loader(
+        val_set, batch_size=settings.batch_size, shuffle=False, seed=seed, pin_memory=pin
+    )
     scheduler = None
     if settings.lr_schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=settings.epochs * len(train_loader)
         )
+    generators = {"train": train_loader.generator, "val": val_loader.generator}
+    steps: dict[str, Any] = {
+        "device": device,
+        "precision": settings.precision,
+        "channels_last": settings.channels_last,
+    }
 
     described = training_params(params, method)
+    identity = {
+        "params_sha256": params_hash(described),
+        "method": method,
+        "seed": seed,
+        "prepared_manifest_sha256": dataset.meta["manifest_sha256"],
+        "torch": str(torch.__version__),
+        "device": device.type,
+    }
+    resume = resume_path(checkpoint)
     rows: list[dict[str, float]] = []
     best: dict[str, Any] = {}
+    first = 1
+    state = _read_resume(resume, identity)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        objective.load_resume_state(state["objective"])
+        rows, best, first = list(state["rows"]), dict(state["best"]), int(state["epoch"]) + 1
+        if train_loader.persistent_workers:
+            # The original run drew the workers' base seed from the loader's generator in its
+            # first epoch only; start the workers now, then restore the generator.
+            iter(train_loader)
+        set_rng_state(state["rng"], generators)
+        log.info("resuming %s seed %d from %s: epoch %d next", method, seed, resume, first)
+        del state
+
     with start_run(params, stage="train", method=method, seed=seed) as tracker:
         tracker.log_params({**described, "seed": seed, "task": dataset.task})
         for epoch in tqdm(
-            range(1, settings.epochs + 1), desc=f"{method} seed {seed}", disable=None
+            range(first, settings.epochs + 1),
+            desc=f"{method} seed {seed}",
+            disable=None,
+            initial=first - 1,
+            total=settings.epochs,
         ):
             started = time.perf_counter()
-            terms = train_epoch(model, train_loader, objective, optimizer, scheduler=scheduler)
-            probs, targets, val_loss = predict(model, val_loader, dataset.task, objective.task)
+            terms = train_epoch(
+                model, train_loader, objective, optimizer, scheduler=scheduler, **steps
+            )
+            probs, targets, val_loss = predict(
+                model, val_loader, dataset.task, objective.task, **steps
+            )
             val_auc = macro_auc(probs, targets)
             row = {
                 "epoch": epoch,
@@ -156,6 +265,21 @@ def train(
                     "optimizer": copy.deepcopy(optimizer.state_dict()),
                     "scheduler": None if scheduler is None else scheduler.state_dict(),
                 }
+            _write_resume(
+                resume,
+                {
+                    "format": RESUME_FORMAT,
+                    "identity": identity,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": None if scheduler is None else scheduler.state_dict(),
+                    "objective": objective.resume_state(),
+                    "rng": get_rng_state(generators),
+                    "best": best,
+                    "rows": rows,
+                },
+            )
 
         table = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
         log.info("best epoch %d (val_auc %.4f) → %s", best["epoch"], best["val_auc"], checkpoint)
@@ -185,6 +309,7 @@ def train(
         )
         with atomic_file(history) as tmp:
             table.to_csv(tmp, index=False, float_format="%.6f")
+        resume.unlink(missing_ok=True)
         tracker.log_metrics(
             {"best_epoch": best["epoch"], "best_val_auc": best["val_auc"]}, step=settings.epochs
         )

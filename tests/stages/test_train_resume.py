@@ -1,0 +1,128 @@
+"""Resumable training: a run killed after epoch k continues at k + 1 with identical outputs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import sibnet.stages.train as train_stage
+from sibnet.config import Params
+from sibnet.stages.train import resume_path, train
+from tests.conftest import untracked, with_changes
+
+EPOCHS = 3
+KILLED_AFTER = 1  # the interrupted run finishes epoch 1, then dies at the start of epoch 2
+
+
+def _run(params: Params, prepared: Path, folder: Path, method: str) -> Path:
+    train(
+        params,
+        prepared=prepared,
+        checkpoint=folder / "classifier.pt",
+        history=folder / "history.csv",
+        method=method,
+        seed=0,
+    )
+    return folder
+
+
+class Killed(RuntimeError):
+    """Stands in for the job being killed."""
+
+
+def _counting_train_epoch(
+    monkeypatch: pytest.MonkeyPatch, fail_on_call: int | None = None
+) -> list[int]:
+    """Patch the stage's ``train_epoch`` to count its calls (and raise on one of them)."""
+    original = train_stage.train_epoch
+    calls: list[int] = []
+
+    def patched(*args: Any, **kwargs: Any) -> dict[str, float]:
+        calls.append(len(calls) + 1)
+        if fail_on_call is not None and len(calls) == fail_on_call:
+            raise Killed("simulated kill")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_stage, "train_epoch", patched)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def resume_params(tiny_params: Params) -> Params:
+    return with_changes(untracked(tiny_params), train={"epochs": EPOCHS})
+
+
+@pytest.mark.parametrize(("method", "workers"), [("baseline", 0), ("sibnet", 0), ("baseline", 2)])
+def test_killed_run_resumes_with_identical_outputs(
+    resume_params: Params,
+    prepared_tiny: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    workers: int,
+) -> None:
+    # workers > 0: persistent DataLoader workers draw their base seed in the first epoch only
+    resume_params = with_changes(resume_params, train={"num_workers": workers})
+    whole = _run(resume_params, prepared_tiny, tmp_path / "whole", method)
+    assert not resume_path(whole / "classifier.pt").exists()
+
+    with monkeypatch.context() as patch:
+        calls = _counting_train_epoch(patch, fail_on_call=KILLED_AFTER + 1)
+        with pytest.raises(Killed):
+            _run(resume_params, prepared_tiny, tmp_path / "killed", method)
+    assert len(calls) == KILLED_AFTER + 1
+    killed = tmp_path / "killed"
+    assert not (killed / "classifier.pt").exists() and not (killed / "history.csv").exists()
+    saved = torch.load(resume_path(killed / "classifier.pt"), weights_only=True)
+    assert saved["epoch"] == KILLED_AFTER
+
+    with monkeypatch.context() as patch, caplog.at_level(logging.INFO, "sibnet.stages.train"):
+        calls = _counting_train_epoch(patch)
+        _run(resume_params, prepared_tiny, killed, method)
+    assert len(calls) == EPOCHS - KILLED_AFTER  # epochs 1..k were not redone
+    assert f"epoch {KILLED_AFTER + 1} next" in caplog.text
+    assert not resume_path(killed / "classifier.pt").exists()
+    assert (killed / "classifier.pt").read_bytes() == (whole / "classifier.pt").read_bytes()
+    assert (killed / "history.csv").read_bytes() == (whole / "history.csv").read_bytes()
+
+
+def test_resume_file_of_other_params_is_ignored(
+    resume_params: Params,
+    prepared_tiny: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    other = with_changes(resume_params, train={"learning_rate": 0.002})
+    with monkeypatch.context() as patch:
+        _counting_train_epoch(patch, fail_on_call=2)
+        with pytest.raises(Killed):
+            _run(other, prepared_tiny, tmp_path / "run", "baseline")
+    assert resume_path(tmp_path / "run" / "classifier.pt").exists()
+
+    with monkeypatch.context() as patch, caplog.at_level(logging.INFO, "sibnet.stages.train"):
+        calls = _counting_train_epoch(patch)
+        _run(resume_params, prepared_tiny, tmp_path / "run", "baseline")
+    assert len(calls) == EPOCHS  # started from epoch 1
+    assert "belongs to another job (params_sha256" in caplog.text
+    assert not resume_path(tmp_path / "run" / "classifier.pt").exists()
+    _run(resume_params, prepared_tiny, tmp_path / "fresh", "baseline")
+    for name in ("classifier.pt", "history.csv"):
+        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+
+
+def test_unreadable_resume_file_is_ignored(
+    resume_params: Params, prepared_tiny: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    params = with_changes(resume_params, train={"epochs": 1})
+    resume = resume_path(tmp_path / "classifier.pt")
+    resume.write_bytes(b"not a checkpoint")
+    with caplog.at_level(logging.WARNING, "sibnet.stages.train"):
+        _run(params, prepared_tiny, tmp_path, "baseline")
+    assert "unreadable" in caplog.text
+    assert (tmp_path / "classifier.pt").exists() and not resume.exists()
