@@ -97,3 +97,52 @@ def captured_logs(name: str) -> Iterator[list[logging.LogRecord]]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def rewritten(
+    source: Path,
+    dest: Path,
+    *,
+    lesion_masks: str = "keep",
+    organ_masks: bool = True,
+    organs: list[str] | None = None,
+) -> Path:
+    """A copy at ``dest`` of the prepared dataset ``source`` with its masks changed, for stages
+    on datasets that lack them.
+
+    Args:
+        lesion_masks: ``keep``; ``empty`` (annotated, every mask empty); ``none`` (the dataset
+            stores none).
+        organ_masks: keep the organ masks; ``False``: no image is annotated.
+        organs: the organ names ``dataset.json`` gives (``None``: the source's).
+    """
+    import numpy as np
+
+    from sibnet.data.prepared import PreparedDataset, PreparedWriter
+
+    dataset = PreparedDataset.open(source)
+    manifest = dataset.manifest
+    rows = np.arange(len(dataset))
+    writer = PreparedWriter(
+        root=dest,
+        name=dataset.meta["name"],
+        task=dataset.task,
+        classes=dataset.classes,
+        organs=dataset.organs if organs is None else organs,
+        image_size=dataset.image_size,
+        shard_size=len(rows),
+        lesion_masks=lesion_masks != "none",
+    )
+    lesions = dataset.lesion_masks(rows)
+    writer.add(
+        images=dataset.images(rows),
+        labels=dataset.labels,
+        ids=manifest["id"].tolist(),
+        splits=manifest["split"].tolist(),
+        patient_ids=manifest["patient_id"].tolist(),
+        sources=manifest["source"].tolist(),
+        lesion_masks={"keep": lesions, "empty": np.zeros_like(lesions), "none": None}[lesion_masks],
+        organ_masks=dataset.organ_masks(rows) if organ_masks else None,
+    )
+    writer.close()
+    return dest

@@ -50,3 +50,18 @@ def test_hashes(tmp_path: Path) -> None:
     expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert sha256_file(path) == expected
     assert sha256_bytes(b"a", b"bc") == expected
+
+
+def test_sha256_file_sees_a_rewrite_of_the_same_size_at_the_same_mtime(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"a" * 100)
+    first = sha256_file(path)
+    assert sha256_file(path) == first == hashlib.sha256(b"a" * 100).hexdigest()
+    times = path.stat()
+    with path.open("r+b") as handle:  # same inode, same size, mtime set back
+        handle.write(b"b")
+    os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert sha256_file(path) == hashlib.sha256(b"b" + b"a" * 99).hexdigest()

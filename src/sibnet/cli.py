@@ -36,7 +36,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sibnet.config import ParamsError, load_params
+from sibnet.config import ParamsError, load_params, lookup
 from sibnet.dag import STAGES, Stage, dvc_yaml, expand, stage
 from sibnet.files import atomic_file
 
@@ -126,14 +126,7 @@ def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> None:
     started = now()
     getattr(module, spec.name)(params, **kwargs)
     ended = now()
-    values = params.model_dump(mode="json")
-    read = {}
-    for key in spec.params:
-        key = expand(key, method=method or "")
-        value = values
-        for part in key.split("."):
-            value = value[part]
-        read[key] = value
+    keys = [expand(key, method=method or "") for key in spec.params]
     write_record(
         stage=spec.name,
         dataset=params.prepare.dataset,
@@ -141,7 +134,7 @@ def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> None:
         seed=seed,
         argv=list(argv),
         params_file=args.params,
-        params=read,
+        params={key: lookup(params, key) for key in keys},
         inputs={name: getattr(args, name) for name in spec.inputs},
         outputs={name: getattr(args, name) for name in spec.outputs},
         code=git_state(),

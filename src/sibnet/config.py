@@ -49,6 +49,7 @@ __all__ = [
     "TrackingParams",
     "TrainParams",
     "load_params",
+    "lookup",
     "read_yaml",
     "segment_modes",
     "validate_params",
@@ -539,6 +540,15 @@ class Params(_Section):
         if name not in self.methods:
             raise ParamsError(f"unknown method {name!r}; params define {sorted(self.methods)}")
         return self.methods[name]
+
+
+def lookup(params: Params, key: str) -> Any:
+    """The value of a dotted params key, e.g. ``methods.baseline`` or ``train.threads``, as it
+    is written in a params file (JSON types)."""
+    value: Any = params.model_dump(mode="json")
+    for part in key.split("."):
+        value = value[part]
+    return value
 
 
 def segment_modes(params: Params, method: str) -> list[str]:

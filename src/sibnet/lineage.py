@@ -128,11 +128,12 @@ def digest(path: str | Path) -> dict[str, Any]:
         return entry | {"missing": True}
     if path.is_file():
         return entry | {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    files = {p.relative_to(path).as_posix(): sha256_file(p) for p in tree_files(path)}
+    members = tree_files(path)
+    files = {p.relative_to(path).as_posix(): sha256_file(p) for p in members}
     lines = "".join(f"{name}\0{sha}\n" for name, sha in files.items())
     return entry | {
         "sha256": hashlib.sha256(lines.encode()).hexdigest(),
-        "bytes": sum(p.stat().st_size for p in tree_files(path)),
+        "bytes": sum(p.stat().st_size for p in members),
         "files": files,
     }
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sibnet.config import Params
-from sibnet.data.prepared import PreparedDataset, PreparedWriter
+from sibnet.data.prepared import PreparedDataset
 from sibnet.metrics.saliency import saliency_agreement
 from sibnet.models.classifier import build_classifier, save_checkpoint
 from sibnet.stages.saliency import (
@@ -23,7 +23,7 @@ from sibnet.stages.saliency import (
     saliency,
     scored_pairs,
 )
-from tests.conftest import captured_logs, untracked, with_changes
+from tests.conftest import captured_logs, rewritten, untracked, with_changes
 
 
 def test_scored_pairs_are_positive_classes_with_a_mask() -> None:
@@ -153,31 +153,7 @@ def test_rows_have_the_declared_columns_and_dtypes(scored: tuple[pd.DataFrame, P
 def _relabelled(source: Path, dest: Path, *, lesion_masks: str) -> Path:
     """``source`` rewritten with lesion masks ``"none"`` (the dataset has none) or ``"empty"``
     (annotated, but every mask empty: nothing to localise)."""
-    dataset = PreparedDataset.open(source)
-    manifest = dataset.manifest
-    rows = np.arange(len(dataset))
-    writer = PreparedWriter(
-        root=dest,
-        name=dataset.meta["name"],
-        task=dataset.task,
-        classes=dataset.classes,
-        organs=dataset.organs,
-        image_size=dataset.image_size,
-        shard_size=len(rows),
-        lesion_masks=lesion_masks != "none",
-    )
-    masks = dataset.lesion_masks(rows)
-    writer.add(
-        images=dataset.images(rows),
-        labels=dataset.labels,
-        ids=manifest["id"].tolist(),
-        splits=manifest["split"].tolist(),
-        patient_ids=manifest["patient_id"].tolist(),
-        sources=manifest["source"].tolist(),
-        lesion_masks=None if lesion_masks == "none" else np.zeros_like(masks),
-        organ_masks=dataset.organ_masks(rows),
-    )
-    writer.close()
+    rewritten(source, dest, lesion_masks=lesion_masks)
     flags = PreparedDataset.open(dest).manifest["has_lesion_masks"]
     assert flags.all() if lesion_masks == "empty" else not flags.any()
     return dest

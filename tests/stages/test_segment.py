@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sibnet.config import Params, ParamsError, validate_params
-from sibnet.data.prepared import PreparedDataset, PreparedError, PreparedWriter
+from sibnet.data.prepared import PreparedDataset, PreparedError
 from sibnet.files import sha256_file
 from sibnet.models.classifier import CheckpointError, load_checkpoint
 from sibnet.models.segmenter import Segmenter, load_segmenter
@@ -24,7 +24,7 @@ from sibnet.stages.segment import (
     SKIPPED_NO_STRUCTURES,
     segment,
 )
-from tests.conftest import captured_logs, untracked, with_changes
+from tests.conftest import captured_logs, rewritten, untracked, with_changes
 
 MODES = ["frozen", "finetune", "scratch"]
 
@@ -160,28 +160,7 @@ def _without_organ_masks(source: Path, dest: Path, *, organs: bool) -> Path:
     whether ``dataset.json`` still names the organs (else it names none, as a dataset whose
     source has no organ masks at all)."""
     dataset = PreparedDataset.open(source)
-    manifest = dataset.manifest
-    rows = np.arange(len(dataset))
-    writer = PreparedWriter(
-        root=dest,
-        name=dataset.meta["name"],
-        task=dataset.task,
-        classes=dataset.classes,
-        organs=dataset.organs if organs else [],
-        image_size=dataset.image_size,
-        shard_size=len(rows),
-        lesion_masks=True,
-    )
-    writer.add(
-        images=dataset.images(rows),
-        labels=dataset.labels,
-        ids=manifest["id"].tolist(),
-        splits=manifest["split"].tolist(),
-        patient_ids=manifest["patient_id"].tolist(),
-        sources=manifest["source"].tolist(),
-        lesion_masks=dataset.lesion_masks(rows),
-    )
-    writer.close()
+    rewritten(source, dest, organ_masks=False, organs=None if organs else [])
     opened = PreparedDataset.open(dest)
     assert not opened.manifest["has_organ_masks"].any()
     assert opened.organs == (dataset.organs if organs else [])

@@ -3,7 +3,7 @@ import json
 import os
 from pathlib import Path
 
-from sibnet.config import ParamsError, load_params
+from sibnet.config import ParamsError, load_params, lookup
 from sibnet.dag import MODELS, RESULTS, command, expand, stage
 
 
@@ -26,10 +26,7 @@ CONDA_ENV = "../../envs/sibnet-{}.yaml".format(os.environ.get("SIBNET_CONDA_ENV"
 
 def _lookup(key):
     """Value of a dotted params key, e.g. 'methods.baseline'."""
-    value = PARAMS.model_dump(mode="json")
-    for part in key.split("."):
-        value = value[part]
-    return value
+    return lookup(PARAMS, key)
 
 
 def _fill(template, wildcards):
