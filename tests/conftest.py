@@ -61,24 +61,29 @@ def prepared_tiny(tiny_params: Params, tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
+def train_into(params: Params, prepared: Path, folder: Path, method: str, seed: int = 0) -> Path:
+    """Train ``method`` with ``seed`` into ``folder`` (``classifier.pt``, ``history.csv``)."""
+    from sibnet.stages.train import train
+
+    folder.mkdir(parents=True, exist_ok=True)
+    train(
+        params,
+        prepared=prepared,
+        checkpoint=folder / "classifier.pt",
+        history=folder / "history.csv",
+        method=method,
+        seed=seed,
+    )
+    return folder
+
+
 @pytest.fixture(scope="session")
 def trained_tiny(
     tiny_params: Params, prepared_tiny: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """A classifier trained once per session on the tiny phantom (tracking off)."""
-    from sibnet.stages.train import train
-
-    params = untracked(tiny_params)
     folder = tmp_path_factory.mktemp("model")
-    train(
-        params,
-        prepared=prepared_tiny,
-        checkpoint=folder / "classifier.pt",
-        history=folder / "history.csv",
-        method="baseline",
-        seed=0,
-    )
-    return folder / "classifier.pt"
+    return train_into(untracked(tiny_params), prepared_tiny, folder, "baseline") / "classifier.pt"
 
 
 @contextlib.contextmanager

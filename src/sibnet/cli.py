@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,8 +105,13 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> None:
-    """Run one stage, then record its lineage (:mod:`sibnet.lineage`)."""
+def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run one stage, then record its lineage (:mod:`sibnet.lineage`); the exit status.
+
+    ``train`` with ``train.processes > 1`` runs again under ``torchrun``
+    (:func:`sibnet.distributed.launch`), whose rank 0 records the lineage.
+    """
+    from sibnet.distributed import launch, needs_launch, rank_from_env
     from sibnet.lineage import now, write_record
     from sibnet.tracking import git_state
 
@@ -122,10 +128,14 @@ def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> None:
     if spec.per_method:
         params.method(method)  # an unknown method fails before any work
         kwargs |= {"method": method, "seed": seed}
+    if spec.name == "train" and needs_launch(params.train.processes):
+        return launch(argv, params.train.processes, params.train.threads)
     module = importlib.import_module(f"sibnet.stages.{spec.name}")
     started = now()
     getattr(module, spec.name)(params, **kwargs)
     ended = now()
+    if rank_from_env() != 0:  # another data-parallel process: rank 0 records the run
+        return 0
     keys = [expand(key, method=method or "") for key in spec.params]
     write_record(
         stage=spec.name,
@@ -142,6 +152,7 @@ def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> None:
         started=started,
         ended=ended,
     )
+    return 0
 
 
 def _last_run_id() -> str | None:
@@ -185,13 +196,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "dvc-yaml":
         return _dvc_yaml(args)
+    from sibnet.distributed import rank_from_env
+
+    rank = rank_from_env()  # data-parallel processes other than rank 0 log warnings only
     logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        if "LOCAL_RANK" not in os.environ
+        else f"%(asctime)s %(levelname)s [rank {rank}] %(name)s: %(message)s",
         stream=sys.stderr,
     )
     from sibnet.data.prepared import PreparedError
     from sibnet.data.problems import DataError
+    from sibnet.distributed import DistributedError
     from sibnet.models.classifier import CheckpointError
     from sibnet.stages.audit import AuditError
     from sibnet.stages.report import ReportError
@@ -200,8 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "verify", False):
             return _verify(args)
-        _run_stage(args, argv)
+        return _run_stage(args, argv)
     except (
+        DistributedError,
         ParamsError,
         DataError,
         PreparedError,
@@ -212,7 +230,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as error:
         print(f"sibnet {args.command}: error: {error}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -349,6 +349,21 @@ class TrainParams(_Section):
     channels_last: bool = False
     """Model and input batches in ``torch.channels_last`` memory format (faster convolutions on
     tensor-core GPUs)."""
+    processes: int = Field(1, ge=1, le=64)
+    """Data-parallel training processes on one node (:mod:`sibnet.distributed`): more than one
+    runs training under ``torchrun`` with DistributedDataParallel, one GPU per process on CUDA
+    (the ``train`` rule then asks the cluster for that many GPUs and ``threads × processes``
+    CPUs), gloo processes on the CPU. ``batch_size`` stays the global batch and must be a
+    multiple of it; ``threads`` is per process."""
+
+    @model_validator(mode="after")
+    def _batch_shared(self) -> TrainParams:
+        if self.batch_size % self.processes:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of processes "
+                f"{self.processes} (batch_size is the global batch, split evenly)"
+            )
+        return self
 
 
 class _Bootstrap(_Section):

@@ -57,7 +57,10 @@ class Stage:
             through its folder inputs (``RESULTS``, ``MODELS``). Snakemake gets those files as
             the rule's inputs; DVC gets the folders as dependencies.
         threads_key: params key holding the thread count (also the rule's ``threads``).
-        mem_mb, runtime, gpu: resources requested from a cluster (runtime in minutes).
+        processes_key: params key holding the number of data-parallel processes of the stage:
+            the rule's ``threads`` and ``gpu`` are multiplied by it.
+        mem_mb, runtime, gpu: resources requested from a cluster (runtime in minutes; ``gpu``
+            per process).
     """
 
     name: str
@@ -70,6 +73,7 @@ class Stage:
     plots: dict[str, dict[str, Any]] = field(default_factory=dict)
     gathers: tuple[str, ...] = ()
     threads_key: str | None = None
+    processes_key: str | None = None
     mem_mb: int = 2000
     runtime: int = 30
     gpu: int = 0
@@ -126,6 +130,7 @@ STAGES: dict[str, Stage] = {
             per_method=True,
             plots={"history": {"x": "epoch", "y": "val_auc", "title": "validation macro AUC"}},
             threads_key="train.threads",
+            processes_key="train.processes",
             mem_mb=3000,
             runtime=240,
             gpu=1,

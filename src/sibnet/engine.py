@@ -19,9 +19,11 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 from tqdm import tqdm
 
+from sibnet.config import ParamsError
+from sibnet.distributed import Rank, ShardedBatchSampler, all_reduce_sum
 from sibnet.reproducibility import seeded_generator, worker_init_fn
 
 __all__ = [
@@ -50,7 +52,9 @@ def resolve_device(name: str) -> torch.device:
     node without a free GPU); the choice is logged.
 
     Raises:
-        ValueError: ``cuda`` was asked for but no GPU is visible, or an unknown name.
+        ParamsError: ``cuda`` was asked for but no GPU is visible (a ``ValueError``: the stage
+            exits with status 2 and this message, before any work).
+        ValueError: an unknown name.
     """
     available = torch.cuda.is_available()
     if name == "auto":
@@ -59,7 +63,7 @@ def resolve_device(name: str) -> torch.device:
         return device
     if name == "cuda":
         if not available:
-            raise ValueError(
+            raise ParamsError(
                 "train.device is 'cuda' but torch.cuda.is_available() is False (no visible GPU, "
                 f"or a CPU-only torch {torch.__version__}); use 'auto' to fall back to the CPU"
             )
@@ -99,19 +103,32 @@ def make_loader(
     seed: int,
     num_workers: int = 0,
     pin_memory: bool = False,
+    shard: Rank | None = None,
 ) -> DataLoader:
     """A deterministic ``DataLoader``: shuffling from a seeded generator, seeded workers
-    (:func:`sibnet.reproducibility.worker_init_fn`); ``pin_memory`` for CUDA training."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        generator=seeded_generator(seed),
-        worker_init_fn=worker_init_fn,
-        persistent_workers=num_workers > 0,
-        pin_memory=pin_memory,
+    (:func:`sibnet.reproducibility.worker_init_fn`); ``pin_memory`` for CUDA training.
+
+    ``shard`` (a :class:`~sibnet.distributed.Rank` of more than one process): the loader yields
+    this process's chunk of each global batch of ``batch_size`` (a
+    :class:`~sibnet.distributed.ShardedBatchSampler` over the order a single-process loader with
+    the same seed draws). A shuffled (training) loader skips a last batch too small to share;
+    an unshuffled (validation) one keeps every image.
+    """
+    generator = seeded_generator(seed)
+    common = {
+        "num_workers": num_workers,
+        "generator": generator,
+        "worker_init_fn": worker_init_fn,
+        "persistent_workers": num_workers > 0,
+        "pin_memory": pin_memory,
+    }
+    if shard is None or shard.world == 1:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, **common)
+    order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    sampler = ShardedBatchSampler(
+        order, batch_size, rank=shard.rank, world=shard.world, drop_short=shuffle
     )
+    return DataLoader(dataset, batch_sampler=sampler, **common)
 
 
 def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
@@ -197,32 +214,45 @@ def train_epoch(
 ) -> dict[str, float]:
     """One pass over ``loader`` minimising ``objective(model, images, targets)``.
 
-    ``scheduler``, if given, steps after every batch. Batches ``(B, C_in, H, W)`` images and
-    ``(B, C)`` targets go to ``device`` (the model and objective must be there already); with
-    ``precision="bf16"`` the objective (forward pass and loss) runs under autocast, the
-    backward pass and optimiser step outside it.
+    ``scheduler``, if given, steps after every batch. A loader over a
+    :class:`~sibnet.distributed.ShardedBatchSampler` (data-parallel training, ``model`` wrapped
+    in DistributedDataParallel) scales each process's loss so the averaged gradient is the
+    global batch's, and the returned means are over every process's images. Batches
+    ``(B, C_in, H, W)`` images and ``(B, C)`` targets go to ``device`` (the model and objective
+    must be there already); with ``precision="bf16"`` the objective (forward pass and loss)
+    runs under autocast, the backward pass and optimiser step outside it.
 
     Returns:
         Mean per image of the loss (``"loss"``) and of each term the objective reports.
     """
     model.train()
+    shard = loader.batch_sampler if isinstance(loader.batch_sampler, ShardedBatchSampler) else None
     totals: dict[str, torch.Tensor] = {}
     count = 0
-    for images, targets in _progress(loader, description):
+    for step, (images, targets) in enumerate(_progress(loader, description)):
         images = to_device(images, device, channels_last)
         if device is not None:
             targets = targets.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with autocast(images.device, precision):
             loss, terms = objective(model, images, targets)
-        loss.backward()
+        (loss if shard is None else loss * shard.loss_factor(step)).backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
         for name, value in {"loss": loss.detach(), **terms}.items():
             totals[name] = totals.get(name, 0.0) + value * len(images)
         count += len(images)
-    return {name: float(total) / count for name, total in totals.items()}
+    if shard is None:
+        return {name: float(total) / count for name, total in totals.items()}
+    names = sorted(totals)  # the same objective, so the same names, on every process
+    summed = all_reduce_sum(
+        torch.stack(
+            [torch.as_tensor(totals[n], dtype=torch.float64).cpu() for n in names]
+            + [torch.tensor(float(count), dtype=torch.float64)]
+        )
+    )
+    return {name: float(summed[i] / summed[-1]) for i, name in enumerate(names)}
 
 
 @torch.no_grad()

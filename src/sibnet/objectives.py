@@ -10,7 +10,8 @@ Image Analysis 81, 2022) computes every class's Grad-CAM map from the same forwa
 
 with CD the class-distinctiveness and SC the spatial-coherence loss (:mod:`sibnet.losses`).
 With ``normalize_terms`` the scales ``s`` are the terms' values at the first training step
-(the original implementation's scheme, which puts both terms on the task loss's scale);
+(the original implementation's scheme, which puts both terms on the task loss's scale; in
+data-parallel training, the value over the whole global batch, shared by every process);
 otherwise ``s = 1``. A term whose weight is 0 is not computed (the ablations).
 
 Mixed precision (``train.precision: bf16``): :func:`sibnet.engine.train_epoch` runs the
@@ -35,6 +36,7 @@ import torch
 from torch import nn
 
 from sibnet.config import MethodParams
+from sibnet.distributed import all_reduce_sum, unwrap
 from sibnet.engine import task_loss
 from sibnet.losses import class_distinctiveness, spatial_coherence
 from sibnet.saliency import logits_and_grad_cam
@@ -115,12 +117,20 @@ class SibnetObjective(Objective):
         self.register_buffer("scale_sc", torch.tensor(1.0))
         self._scales_known: set[str] = set()
 
-    def _scaled(self, name: str, value: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _global_mean(value: torch.Tensor, count: int) -> torch.Tensor:
+        """A per-image mean over ``count`` images → the mean over every data-parallel process's
+        images (itself with one process), so all processes share one scale."""
+        weighted = value.double() * count
+        total = all_reduce_sum(torch.stack([weighted, torch.full_like(weighted, float(count))]))
+        return (total[0] / total[1]).to(value.dtype)
+
+    def _scaled(self, name: str, value: torch.Tensor, count: int) -> torch.Tensor:
         if not self.normalize_terms:
             return value
         scale: torch.Tensor = getattr(self, f"scale_{name}")
         if name not in self._scales_known:  # first training step: remember the term's size
-            scale.copy_(value.detach().clamp_min(1e-12))
+            scale.copy_(self._global_mean(value.detach(), count).clamp_min(1e-12))
             self._scales_known.add(name)
         return value / scale
 
@@ -131,7 +141,7 @@ class SibnetObjective(Objective):
     def forward(
         self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor
     ) -> tuple[torch.Tensor, Terms]:
-        layer = model.get_submodule(self.layer_name) if self.layer_name else None
+        layer = unwrap(model).get_submodule(self.layer_name) if self.layer_name else None
         logits, maps = logits_and_grad_cam(model, images, layer=layer, create_graph=True)
         # Float32 from here on, also under bf16 autocast (see the module docstring).
         with torch.autocast(maps.device.type, enabled=False):
@@ -141,11 +151,11 @@ class SibnetObjective(Objective):
             terms: Terms = {"task": task.detach()}
             if self.lambda_cd > 0:
                 cd = class_distinctiveness(maps)
-                loss = loss + self.lambda_cd * self._scaled("cd", cd)
+                loss = loss + self.lambda_cd * self._scaled("cd", cd, len(images))
                 terms["cd"] = cd.detach()
             if self.lambda_sc > 0:
                 sc = spatial_coherence(maps, kernel_size=self.sc_kernel)
-                loss = loss + self.lambda_sc * self._scaled("sc", sc)
+                loss = loss + self.lambda_sc * self._scaled("sc", sc, len(images))
                 terms["sc"] = sc.detach()
         return loss, terms
 

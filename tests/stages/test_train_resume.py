@@ -11,23 +11,11 @@ import torch
 
 import sibnet.stages.train as train_stage
 from sibnet.config import Params
-from sibnet.stages.train import resume_path, train
-from tests.conftest import untracked, with_changes
+from sibnet.stages.train import resume_path
+from tests.conftest import train_into, untracked, with_changes
 
 EPOCHS = 3
 KILLED_AFTER = 1  # the interrupted run finishes epoch 1, then dies at the start of epoch 2
-
-
-def _run(params: Params, prepared: Path, folder: Path, method: str) -> Path:
-    train(
-        params,
-        prepared=prepared,
-        checkpoint=folder / "classifier.pt",
-        history=folder / "history.csv",
-        method=method,
-        seed=0,
-    )
-    return folder
 
 
 class Killed(RuntimeError):
@@ -68,13 +56,13 @@ def test_killed_run_resumes_with_identical_outputs(
 ) -> None:
     # workers > 0: persistent DataLoader workers draw their base seed in the first epoch only
     resume_params = with_changes(resume_params, train={"num_workers": workers})
-    whole = _run(resume_params, prepared_tiny, tmp_path / "whole", method)
+    whole = train_into(resume_params, prepared_tiny, tmp_path / "whole", method)
     assert not resume_path(whole / "classifier.pt").exists()
 
     with monkeypatch.context() as patch:
         calls = _counting_train_epoch(patch, fail_on_call=KILLED_AFTER + 1)
         with pytest.raises(Killed):
-            _run(resume_params, prepared_tiny, tmp_path / "killed", method)
+            train_into(resume_params, prepared_tiny, tmp_path / "killed", method)
     assert len(calls) == KILLED_AFTER + 1
     killed = tmp_path / "killed"
     assert not (killed / "classifier.pt").exists() and not (killed / "history.csv").exists()
@@ -83,7 +71,7 @@ def test_killed_run_resumes_with_identical_outputs(
 
     with monkeypatch.context() as patch, caplog.at_level(logging.INFO, "sibnet.stages.train"):
         calls = _counting_train_epoch(patch)
-        _run(resume_params, prepared_tiny, killed, method)
+        train_into(resume_params, prepared_tiny, killed, method)
     assert len(calls) == EPOCHS - KILLED_AFTER  # epochs 1..k were not redone
     assert f"epoch {KILLED_AFTER + 1} next" in caplog.text
     assert not resume_path(killed / "classifier.pt").exists()
@@ -102,16 +90,16 @@ def test_resume_file_of_other_params_is_ignored(
     with monkeypatch.context() as patch:
         _counting_train_epoch(patch, fail_on_call=2)
         with pytest.raises(Killed):
-            _run(other, prepared_tiny, tmp_path / "run", "baseline")
+            train_into(other, prepared_tiny, tmp_path / "run", "baseline")
     assert resume_path(tmp_path / "run" / "classifier.pt").exists()
 
     with monkeypatch.context() as patch, caplog.at_level(logging.INFO, "sibnet.stages.train"):
         calls = _counting_train_epoch(patch)
-        _run(resume_params, prepared_tiny, tmp_path / "run", "baseline")
+        train_into(resume_params, prepared_tiny, tmp_path / "run", "baseline")
     assert len(calls) == EPOCHS  # started from epoch 1
     assert "belongs to another job (params_sha256" in caplog.text
     assert not resume_path(tmp_path / "run" / "classifier.pt").exists()
-    _run(resume_params, prepared_tiny, tmp_path / "fresh", "baseline")
+    train_into(resume_params, prepared_tiny, tmp_path / "fresh", "baseline")
     for name in ("classifier.pt", "history.csv"):
         assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
 
@@ -123,6 +111,6 @@ def test_unreadable_resume_file_is_ignored(
     resume = resume_path(tmp_path / "classifier.pt")
     resume.write_bytes(b"not a checkpoint")
     with caplog.at_level(logging.WARNING, "sibnet.stages.train"):
-        _run(params, prepared_tiny, tmp_path, "baseline")
+        train_into(params, prepared_tiny, tmp_path, "baseline")
     assert "unreadable" in caplog.text
     assert (tmp_path / "classifier.pt").exists() and not resume.exists()

@@ -137,3 +137,21 @@ def test_params_files_write_out_every_key_dvc_reads(params_file: Path) -> None:
                 for part in key.replace("${item.method}", method).split("."):
                     assert isinstance(value, dict) and part in value, f"{name}: {key} ({method})"
                     value = value[part]
+
+
+def test_train_jobs_ask_for_a_gpu_and_threads_per_process(tmp_path: Path) -> None:
+    """train.processes: 2 → each train job wants 2 GPUs and threads × 2 CPUs."""
+    raw = yaml.safe_load((ROOT / "tests/workflow/params.yaml").read_text())
+    raw["train"] |= {"processes": 2, "threads": 3, "batch_size": 16}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    copy = copy_repository(tmp_path / "repo", params=params)
+    result = run(["snakemake", "-n", "--forceall", "--cores", "8"], copy, env=clean_env())
+    blocks = (result.stdout + result.stderr).split("\nrule ")
+    train = [b for b in blocks if b.startswith("train:")]
+    segment = [b for b in blocks if b.startswith("segment:")]
+    assert len(train) == 4 and len(segment) == 4
+    for block in train:
+        assert "threads: 6" in block and "gpu=2" in block, block
+    for block in segment:
+        assert "gpu=1" in block, block

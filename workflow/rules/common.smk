@@ -72,14 +72,22 @@ def stage_params(name):
     return lambda w: json.dumps({k: _lookup(_fill(k, w)) for k in spec.params}, sort_keys=True)
 
 
+def _processes(spec):
+    """Data-parallel processes of a stage (train.processes for train, else 1)."""
+    return _lookup(spec.processes_key) if spec.processes_key else 1
+
+
 def stage_threads(name):
-    key = stage(name).threads_key
-    return _lookup(key) if key else 1
+    """CPUs of a job: the stage's threads per process × its processes."""
+    spec = stage(name)
+    threads = _lookup(spec.threads_key) if spec.threads_key else 1
+    return threads * _processes(spec)
 
 
 def stage_resources(name):
+    """Cluster resources of a job; gpu: one per data-parallel process where the stage uses GPUs."""
     spec = stage(name)
-    return {"mem_mb": spec.mem_mb, "runtime": spec.runtime, "gpu": spec.gpu}
+    return {"mem_mb": spec.mem_mb, "runtime": spec.runtime, "gpu": spec.gpu * _processes(spec)}
 
 
 def stage_shell(name):

@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sibnet.distributed import unwrap
+
 __all__ = [
     "CamMode",
     "cam_mode",
@@ -64,6 +66,7 @@ def default_cam_layer(model: nn.Module) -> nn.Module:
     Raises:
         ValueError: the model is not one of the project's classifiers; pass ``layer`` yourself.
     """
+    model = unwrap(model)
     if hasattr(model, "layer4") and hasattr(model, "fc"):
         return model.layer4
     if hasattr(model, "features") and hasattr(model, "class_layers"):

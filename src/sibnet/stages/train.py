@@ -18,6 +18,7 @@ and the history are written.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import tempfile
@@ -28,10 +29,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from sibnet.config import Params
 from sibnet.data.prepared import PreparedDataset, PreparedImages
+from sibnet.distributed import (
+    Rank,
+    all_reduce_sum,
+    broadcast_buffers,
+    gather_objects,
+    gather_rows,
+    process_group,
+)
 from sibnet.engine import make_loader, predict, resolve_device, train_epoch
 from sibnet.files import atomic_file
 from sibnet.metrics.classification import macro_auc
@@ -39,7 +49,7 @@ from sibnet.models.classifier import build_classifier, params_hash, save_checkpo
 from sibnet.objectives import build_objective
 from sibnet.plots import plot_training_curves
 from sibnet.reproducibility import configure_torch, get_rng_state, seed_everything, set_rng_state
-from sibnet.tracking import start_run
+from sibnet.tracking import Tracker, start_run
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -50,7 +60,7 @@ __all__ = [
     "training_params",
 ]
 
-RESUME_FORMAT = "sibnet-train-resume/1"
+RESUME_FORMAT = "sibnet-train-resume/2"
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -132,6 +142,11 @@ def train(
 ) -> pd.DataFrame:
     """Train ``method`` with ``seed``; keep the epoch with the best validation macro AUC.
 
+    With ``train.processes > 1`` this is one of the processes ``torchrun`` started
+    (:mod:`sibnet.distributed`): the model is wrapped in DistributedDataParallel, each process
+    takes its chunk of every global batch, and only rank 0 writes the outputs, the resume file
+    and the MLflow run.
+
     Args:
         params: validated params (sections ``train`` and ``methods.<method>`` are used).
         prepared: prepared dataset folder.
@@ -143,14 +158,67 @@ def train(
         seed: seed of initialisation and shuffling.
 
     Returns:
-        The training history.
+        The training history (on ranks other than 0: an empty table).
     """
+    device = resolve_device(params.train.device)
+    with process_group(params.train.processes, device) as rank:
+        return _train(
+            params,
+            rank,
+            prepared=prepared,
+            checkpoint=checkpoint,
+            history=history,
+            method=method,
+            seed=seed,
+        )
+
+
+def _validate(
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    task: str,
+    loss_fn: nn.Module,
+    rank: Rank,
+    steps: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """Validation probabilities, targets and mean loss over the whole split, on rank 0.
+
+    With several processes each scores its shard (with rank 0's batch-norm buffers) and rank 0
+    gathers the rows in dataset order; the other ranks get ``None``.
+    """
+    if rank.world == 1:
+        return predict(model, loader, task, loss_fn, **steps)
+    broadcast_buffers(model)
+    probs, targets, loss = predict(model, loader, task, loss_fn, **steps)
+    summed = all_reduce_sum(torch.tensor([loss * len(probs), len(probs)], dtype=torch.float64))
+    rows = np.concatenate([np.asarray(batch) for batch in loader.batch_sampler])
+    gathered = gather_rows(rows, probs, targets)
+    if gathered is None:
+        return None
+    return gathered[0], gathered[1], float(summed[0] / summed[1])
+
+
+def _train(
+    params: Params,
+    rank: Rank,
+    *,
+    prepared: Path,
+    checkpoint: Path,
+    history: Path,
+    method: str,
+    seed: int,
+) -> pd.DataFrame:
     settings = params.train
     spec = params.method(method)
-    device = resolve_device(settings.device)
+    device = rank.device
     configure_torch(settings.threads, warn_only=device.type == "cuda")
     dataset = PreparedDataset.open(prepared, verify=True)
     train_set, val_set = PreparedImages(dataset, "train"), PreparedImages(dataset, "val")
+    if len(val_set) < rank.world:
+        raise ValueError(
+            f"{prepared}: {len(val_set)} validation image(s) cannot be shared by "
+            f"{rank.world} training processes; lower train.processes"
+        )
 
     seed_everything(seed)
     model = build_classifier(
@@ -175,9 +243,15 @@ def train(
         seed=seed,
         num_workers=settings.num_workers,
         pin_memory=pin,
+        shard=rank,
     )
     val_loader = make_loader(
-        val_set, batch_size=settings.batch_size, shuffle=False, seed=seed, pin_memory=pin
+        val_set,
+        batch_size=settings.batch_size,
+        shuffle=False,
+        seed=seed,
+        pin_memory=pin,
+        shard=rank,
     )
     scheduler = None
     if settings.lr_schedule == "cosine":
@@ -216,26 +290,39 @@ def train(
             # The original run drew the workers' base seed from the loader's generator in its
             # first epoch only; start the workers now, then restore the generator.
             iter(train_loader)
-        set_rng_state(state["rng"], generators)
-        log.info("resuming %s seed %d from %s: epoch %d next", method, seed, resume, first)
+        set_rng_state(state["rng"][rank.rank], generators)
+        if rank.main:
+            log.info("resuming %s seed %d from %s: epoch %d next", method, seed, resume, first)
         del state
+    net: nn.Module = model
+    if rank.world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
-    with start_run(params, stage="train", method=method, seed=seed) as tracker:
+    tracking = (
+        start_run(params, stage="train", method=method, seed=seed)
+        if rank.main
+        else contextlib.nullcontext(Tracker(None))
+    )
+    with tracking as tracker:
         tracker.log_params({**described, "seed": seed, "task": dataset.task})
         for epoch in tqdm(
             range(first, settings.epochs + 1),
             desc=f"{method} seed {seed}",
-            disable=None,
+            disable=None if rank.main else True,
             initial=first - 1,
             total=settings.epochs,
         ):
             started = time.perf_counter()
             terms = train_epoch(
-                model, train_loader, objective, optimizer, scheduler=scheduler, **steps
+                net, train_loader, objective, optimizer, scheduler=scheduler, **steps
             )
-            probs, targets, val_loss = predict(
-                model, val_loader, dataset.task, objective.task, **steps
-            )
+            scored = _validate(model, val_loader, dataset.task, objective.task, rank, steps)
+            rng = gather_objects(get_rng_state(generators))
+            if scored is None or rng is None:  # not rank 0: rank 0 records the epoch
+                continue
+            probs, targets, val_loss = scored
             val_auc = macro_auc(probs, targets)
             row = {
                 "epoch": epoch,
@@ -275,11 +362,13 @@ def train(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": None if scheduler is None else scheduler.state_dict(),
                     "objective": objective.resume_state(),
-                    "rng": get_rng_state(generators),
+                    "rng": rng,
                     "best": best,
                     "rows": rows,
                 },
             )
+        if not rank.main:
+            return pd.DataFrame(columns=list(HISTORY_COLUMNS))
 
         table = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
         log.info("best epoch %d (val_auc %.4f) → %s", best["epoch"], best["val_auc"], checkpoint)
@@ -305,6 +394,7 @@ def train(
                 "seed": seed,
                 "prepared_manifest_sha256": dataset.meta["manifest_sha256"],
                 "term_scales": objective.scales() if hasattr(objective, "scales") else {},
+                "processes": rank.world,
             },
         )
         with atomic_file(history) as tmp:
