@@ -1,10 +1,12 @@
 """A one-node SLURM cluster on this machine, for running the workflow through the SLURM executor.
 
 `local_cluster()` starts munge, ``slurmctld`` and ``slurmd`` (Debian's packages: the local host is
-controller and only node; select/cons_tres, proctrack/linuxproc, no accounting), waits until the
-node is idle, yields, then cancels every job and stops the daemons it started and restores
-``/etc/slurm/slurm.conf``. It needs root. Missing binaries are installed with apt-get only when
-``SIBNET_INSTALL_SLURM=1``; otherwise it raises with the command that installs them.
+controller and only node; select/cons_tres, proctrack/linuxproc, no accounting storage; memory
+limits enforced without cgroups: slurmstepd samples each job's memory every second and kills a
+job over its ``--mem``, writing "Exceeded job memory limit" to the job's log), waits until the
+node is idle, yields, then cancels every job, stops the daemons it started and restores
+``/etc/slurm/slurm.conf``. It needs root. Missing binaries are installed with apt-get only
+when ``SIBNET_INSTALL_SLURM=1``; otherwise it raises with the command that installs them.
 """
 
 from __future__ import annotations
@@ -108,7 +110,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MpiDefault=none

@@ -3,7 +3,8 @@
 `slurm_cluster.local_cluster` starts munge, slurmctld and slurmd on this machine (root and
 Debian's slurmctld, slurmd, slurm-client and munge packages: `.ci/run` installs them; without
 them the tests fail and say how to install them). Every job must go through sbatch, give the
-same bytes as the local run, and a failed job must surface with its log and resume on rerun.
+same bytes as the local run, and a failed job (corrupt input, bad params, out of memory) must
+surface with its log, and the rerun must redo only the unfinished jobs.
 """
 
 from __future__ import annotations
@@ -52,8 +53,12 @@ def cluster() -> Iterator[Path]:
         yield state
 
 
-def _slurm(copy: Path, *targets: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    args = [SLURM[0], *targets, *SLURM[1:]]  # targets first: --set-resources takes what follows
+def _slurm(
+    copy: Path, *targets: str, resources: tuple[str, ...] = (), check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run Snakemake through the SLURM profile; ``resources`` join SLURM's --set-resources."""
+    # targets first and extra resources last: --set-resources takes every word that follows
+    args = [SLURM[0], *targets, *SLURM[1:], *resources]
     if check:
         return run(args, copy, env=clean_env())
     return subprocess.run(
@@ -156,3 +161,49 @@ def test_a_failed_cluster_job_names_its_log_and_a_rerun_resumes(
     assert set(rules) <= set(redone) and {"report", "audit"} <= set(redone), redone
     assert not done & set(redone), f"finished before the failure, redone: {done & set(redone)}"
     assert (copy / "results/audit/lineage.json").is_file()
+
+
+def _failed_train(copy: Path, *resources: str) -> str:
+    """Run up to the train job, which must fail on the cluster; Snakemake's output."""
+    failed = _slurm(copy, TRAINED, resources=resources, check=False)
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0, output[-4000:]
+    assert set(re.findall(r"Error in rule (\w+):", output)) == {"train"}, output[-4000:]
+    assert "logs/train/tiny/baseline/seed0.log" in output, output[-4000:]
+    assert SUBMITTED.search(output), "the failed job ran on the cluster"
+    return output
+
+
+TRAINED = "models/tiny/baseline/seed0/classifier.pt"
+
+
+def test_bad_params_and_out_of_memory_fail_the_job_and_the_rerun_resumes(
+    cluster: Path, tmp_path: Path
+) -> None:
+    """Two failures on the cluster, then a rerun that redoes only the failed job.
+
+    Bad params: ``train.device: cuda`` on a node without a GPU is valid YAML for the schema but
+    fails when the job starts; the job's log holds sibnet's one-line error. Out of memory: the
+    train job given 200 MB (``--set-resources train:mem_mb=200``) is killed by SLURM (its SLURM
+    log says "Exceeded job memory limit"), and Snakemake reports the rule failed with its log
+    paths (prepare, finished, is not redone)."""
+    copy = _one_run_copy(tmp_path)
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["train"]["device"] = "cuda"
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    output = _failed_train(copy)
+    assert _job_stats(output) == {"prepare": 1, "train": 1}
+    log = (copy / "logs/train/tiny/baseline/seed0.log").read_text()
+    assert "sibnet train: error: train.device is 'cuda'" in log, log[-2000:]
+
+    params["train"]["device"] = "auto"
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    output = _failed_train(copy, "train:mem_mb=200")
+    assert _job_stats(output) == {"train": 1}, "prepare was not redone"
+    ((_, slurm_log),) = SUBMITTED.findall(output)
+    assert "Exceeded job memory limit" in Path(slurm_log).read_text(), slurm_log
+    assert not (copy / TRAINED).exists()
+
+    rerun = _slurm(copy, TRAINED)
+    assert _job_stats(rerun.stdout + rerun.stderr) == {"train": 1}
+    assert (copy / TRAINED).is_file()
