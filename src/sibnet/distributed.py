@@ -284,12 +284,13 @@ class ShardedBatchSampler(Sampler[list[int]]):
         total = len(sampler)  # type: ignore[arg-type]
         sizes = [min(batch_size, total - start) for start in range(0, total, batch_size)]
         if drop_short and sizes and sizes[-1] < world:
-            log.warning(
-                "the last batch of %d image(s) is skipped in every epoch: it cannot be shared "
-                "by %d processes",
-                sizes[-1],
-                world,
-            )
+            if rank == 0:  # said once, not by every process
+                log.warning(
+                    "the last batch of %d image(s) is skipped in every epoch: it cannot be "
+                    "shared by %d processes",
+                    sizes[-1],
+                    world,
+                )
             sizes = sizes[:-1]
         self.global_sizes = sizes
 
