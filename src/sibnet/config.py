@@ -460,6 +460,8 @@ class SegmentParams(_Bootstrap):
     max_val_images: int | None = Field(64, ge=1)
     figure_images: int = Field(4, ge=0, le=64)
     threads: int = Field(1, ge=1, le=256)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the decoders train and predict, as ``train.device`` (float32 throughout)."""
 
     @field_validator("structures", "modes", "reference_modes")
     @classmethod

@@ -45,8 +45,9 @@ Precision = Literal["fp32", "bf16"]
 log = logging.getLogger(__name__)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` | ``"cpu"`` | ``"cuda"`` → a ``torch.device``.
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
+    """``"auto"`` | ``"cpu"`` | ``"cuda"`` → a ``torch.device``; ``key``: the params key it came
+    from, named in errors.
 
     ``auto`` is CUDA when ``torch.cuda.is_available()``, else the CPU (the fallback on a cluster
     node without a free GPU); the choice is logged.
@@ -59,12 +60,12 @@ def resolve_device(name: str) -> torch.device:
     available = torch.cuda.is_available()
     if name == "auto":
         device = torch.device("cuda" if available else "cpu")
-        log.info("device: auto → %s", device.type)
+        log.info("%s: auto → %s", key, device.type)
         return device
     if name == "cuda":
         if not available:
             raise ParamsError(
-                "train.device is 'cuda' but torch.cuda.is_available() is False (no visible GPU, "
+                f"{key} is 'cuda' but torch.cuda.is_available() is False (no visible GPU, "
                 f"or a CPU-only torch {torch.__version__}); use 'auto' to fall back to the CPU"
             )
         return torch.device("cuda")

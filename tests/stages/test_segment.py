@@ -136,6 +136,17 @@ def test_an_unknown_structure_is_refused(
         _segment(params, prepared_tiny, trained_tiny, tmp_path)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
+def test_segment_device_cuda_without_a_gpu_is_refused_before_any_work(
+    tiny_params: Params, prepared_tiny: Path, trained_tiny: Path, tmp_path: Path
+) -> None:
+    params = with_changes(untracked(tiny_params), segment={"device": "cuda"})
+    refused = r"segment\.device is 'cuda' but torch\.cuda\.is_available\(\) is False"
+    with pytest.raises(ParamsError, match=refused):
+        _segment(params, prepared_tiny, trained_tiny, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_other_methods_train_only_segment_modes(
     tiny_params: Params, prepared_tiny: Path, trained_tiny: Path, tmp_path: Path
 ) -> None:

@@ -17,7 +17,9 @@ cross-entropy per structure, on the first ``segment.max_train_images`` annotated
 keeping the epoch with the best mean Dice on the first ``segment.max_val_images`` validation
 images. On every annotated test
 image the sigmoid outputs thresholded at 0.5 are scored per structure with Dice and HD95
-(pixels; :mod:`sibnet.metrics.masks`).
+(pixels; :mod:`sibnet.metrics.masks`). Training and prediction run on ``segment.device``
+(``auto``: CUDA when a GPU is visible, else the CPU, where results are bit-identical run to
+run), in float32.
 
 An empty ``segment.structures`` (a dataset without organ masks) skips all of this: the stage
 neither loads the classifier nor trains anything, and writes its declared outputs empty — no
@@ -40,7 +42,7 @@ from torch import nn
 
 from sibnet.config import Params, ParamsError, segment_modes
 from sibnet.data.prepared import PreparedDataset, PreparedError, PreparedOrganMasks
-from sibnet.engine import make_loader, train_epoch
+from sibnet.engine import make_loader, resolve_device, to_device, train_epoch
 from sibnet.files import atomic_dir, atomic_file, sha256_file, write_json, write_npz
 from sibnet.metrics.bootstrap import summarise
 from sibnet.metrics.masks import dice, hd95
@@ -107,11 +109,14 @@ def _annotated(
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, images: PreparedOrganMasks, batch_size: int) -> np.ndarray:
-    """``(N, K, H, W)`` bool predicted masks (sigmoid > 0.5) of every item, in order."""
+def _predict(
+    model: nn.Module, images: PreparedOrganMasks, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """``(N, K, H, W)`` bool predicted masks (sigmoid > 0.5) of every item, in order; the model
+    must be on ``device``."""
     model.eval()
     loader = make_loader(images, batch_size=batch_size, shuffle=False, seed=0)
-    return np.concatenate([(model(x) > 0).numpy() for x, _ in loader])
+    return np.concatenate([(model(to_device(x, device)) > 0).cpu().numpy() for x, _ in loader])
 
 
 def _truth(images: PreparedOrganMasks) -> np.ndarray:
@@ -139,8 +144,10 @@ def _train_mode(
     train_set: PreparedOrganMasks,
     val_set: PreparedOrganMasks,
     tracker: Any,
+    device: torch.device,
 ) -> tuple[Segmenter, dict[str, Any]]:
-    """Train one mode; returns the best-epoch segmenter and its epoch and validation Dice."""
+    """Train one mode on ``device``; returns the best-epoch segmenter (on ``device``) and its
+    epoch and validation Dice."""
     settings = params.segment
     spec = params.method(method)
     seed_everything(seed)
@@ -153,8 +160,16 @@ def _train_mode(
             checkpoint, architecture=spec.architecture, attention=spec.attention
         )
     model = Segmenter(classifier, spec.architecture, len(train_set.channels), mode=mode)
+    if device.type != "cpu":
+        model = model.to(device)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=settings.learning_rate)
-    loader = make_loader(train_set, batch_size=settings.batch_size, shuffle=True, seed=seed)
+    loader = make_loader(
+        train_set,
+        batch_size=settings.batch_size,
+        shuffle=True,
+        seed=seed,
+        pin_memory=device.type == "cuda",
+    )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=settings.epochs * len(loader)
     )
@@ -166,8 +181,8 @@ def _train_mode(
 
     best: dict[str, Any] = {}
     for epoch in range(1, settings.epochs + 1):
-        terms = train_epoch(model, loader, objective, optimizer, scheduler=scheduler)
-        val_dice = _mean_dice(_predict(model, val_set, settings.batch_size), val_truth)
+        terms = train_epoch(model, loader, objective, optimizer, scheduler=scheduler, device=device)
+        val_dice = _mean_dice(_predict(model, val_set, settings.batch_size, device), val_truth)
         log.info(
             "%s seed %d %s epoch %d/%d: train_loss %.4f val_dice %.4f",
             method,
@@ -235,7 +250,8 @@ def segment(
     }
     if not settings.structures:
         return _skip(params, prepared, checkpoint, outputs, method, seed)
-    configure_torch(settings.threads)
+    device = resolve_device(settings.device, "segment.device")
+    configure_torch(settings.threads, warn_only=device.type == "cuda")
     _, _, dataset = open_classifier(params, method, checkpoint, prepared)  # checks the kind
     unknown = [s for s in settings.structures if s not in dataset.organs]
     if unknown:
@@ -280,7 +296,7 @@ def segment(
         )
         for mode in segment_modes(params, method):
             model, best = _train_mode(
-                mode, params, method, seed, checkpoint, train_set, val_set, tracker
+                mode, params, method, seed, checkpoint, train_set, val_set, tracker, device
             )
             spec = params.method(method)
             save_segmenter(
@@ -294,7 +310,7 @@ def segment(
                 classifier_sha256=None if mode == "scratch" else classifier_sha256,
                 extra=run_description(params, method, seed),
             )
-            predicted = _predict(model, test_set, settings.batch_size)
+            predicted = _predict(model, test_set, settings.batch_size, device)
             figure[f"pred_{mode}"] = predicted[:shown]
             for i, image_id in enumerate(ids):
                 for k, structure in enumerate(settings.structures):
