@@ -320,3 +320,21 @@ def test_processes_must_divide_the_batch_and_match_torchrun(
             monkeypatch.setenv(name, value)
         with pytest.raises(DistributedError, match=message), process_group(2, torch.device(device)):
             pass
+
+
+def test_a_split_smaller_than_the_process_count_is_refused(
+    ddp_params: Params, prepared_tiny: Path, tmp_path: Path
+) -> None:
+    from sibnet.distributed import DistributedError, Rank
+
+    with pytest.raises(DistributedError, match=r"19 val image\(s\) cannot be shared by 20"):
+        train_stage._train(
+            ddp_params,
+            Rank(rank=0, world=20),
+            prepared=prepared_tiny,
+            checkpoint=tmp_path / "classifier.pt",
+            history=tmp_path / "history.csv",
+            method="baseline",
+            seed=0,
+        )
+    assert list(tmp_path.iterdir()) == []

@@ -26,6 +26,25 @@ PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 BINARIES = ("slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel", "munged", "munge")
 INSTALL = "apt-get update && apt-get install -y " + " ".join(PACKAGES)
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
+SNAKEMAKE_SLURM = [
+    "snakemake",
+    "--profile",
+    "workflow/profiles/slurm",
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-no-account",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+    "--latency-wait",
+    "5",
+    "--set-resources",
+    "train:gpu=0",
+    "segment:gpu=0",
+]
+"""Snakemake through workflow/profiles/slurm on this cluster: no accounting (so squeue, not
+sacct, and no account) and no GPUs (so train and segment ask for none and run on the CPU, see
+the profile's comments). Targets go right after ``snakemake``: ``--set-resources`` takes every
+word that follows it."""
 MUNGE_KEY = Path("/etc/munge/munge.key")
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 

@@ -21,28 +21,12 @@ import pytest
 import yaml
 
 from tests.workflow.repo import TINY_PARAMS, clean_env, copy_repository, run
-from tests.workflow.slurm_cluster import local_cluster
+from tests.workflow.slurm_cluster import SNAKEMAKE_SLURM, local_cluster
 from tests.workflow.test_lineage import _hashes
 
 pytestmark = pytest.mark.slow
 
-# The cluster has no accounting (so squeue, not sacct, and no account) and no GPUs (so the
-# GPU request of train and segment is dropped: they run on CPU, see the profile's comments).
-SLURM = [
-    "snakemake",
-    "--profile",
-    "workflow/profiles/slurm",
-    "--slurm-status-command",
-    "squeue",
-    "--slurm-no-account",
-    "--slurm-init-seconds-before-status-checks",
-    "2",
-    "--latency-wait",
-    "5",
-    "--set-resources",
-    "train:gpu=0",
-    "segment:gpu=0",
-]
+SLURM = SNAKEMAKE_SLURM
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: ([^)]+)\)")
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$", re.MULTILINE)
 

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from sibnet.config import Params
 from sibnet.data.prepared import PreparedDataset, PreparedImages
 from sibnet.distributed import (
+    DistributedError,
     Rank,
     all_reduce_sum,
     broadcast_buffers,
@@ -214,11 +215,12 @@ def _train(
     configure_torch(settings.threads, warn_only=device.type == "cuda")
     dataset = PreparedDataset.open(prepared, verify=True)
     train_set, val_set = PreparedImages(dataset, "train"), PreparedImages(dataset, "val")
-    if len(val_set) < rank.world:
-        raise ValueError(
-            f"{prepared}: {len(val_set)} validation image(s) cannot be shared by "
-            f"{rank.world} training processes; lower train.processes"
-        )
+    for split, images in (("train", train_set), ("val", val_set)):
+        if len(images) < rank.world:
+            raise DistributedError(
+                f"{prepared}: {len(images)} {split} image(s) cannot be shared by "
+                f"{rank.world} training processes; lower train.processes"
+            )
 
     seed_everything(seed)
     model = build_classifier(
