@@ -1,15 +1,22 @@
 """Data-parallel training (``train.processes: 2``) on the CPU with the gloo backend.
 
-Two comparisons with a single-process run of the same params:
+Three comparisons with a single-process run of the same params:
 
-- **exact machinery** — with the classifiers' batch norm swapped for a per-image normalisation
-  (``GroupNorm(1, C)``), two processes must train the single process's model: every history
+- **gradients** — one epoch of the real loop (``train_epoch``, SIBnet's objective) with the
+  parameters held fixed and batch norm swapped for a per-image normalisation: every step's
+  averaged gradient must be the single-process gradient of the same global batch within
+  ``GRADIENT_RTOL`` (ResNet's closed-form Grad-CAM and DenseNet's autograd one);
+- **whole training** — with the same per-image normalisation (``GroupNorm(1, C)``), two
+  processes must train the single process's ResNet: every history
   value within ``EXACT_RTOL`` and every weight within ``WEIGHT_ATOL`` (float rounding only:
   convolutions over 8 images instead of 16, gradients summed in another order);
 - **as users run it** — ``sibnet train`` under ``torchrun`` with batch norm, whose statistics
   are per process: the history within ``BN_TOLERANCE`` (absolute), measured below.
 
-Both check that only rank 0 writes (checkpoint, history, resume file, MLflow, lineage).
+The last two check that only rank 0 writes (checkpoint, history, resume file, MLflow,
+lineage). DenseNet's whole-training weights are not compared: Adam turns rounding-level
+differences of near-zero gradients into steps of ±lr on single weights (measured 1.9e-3 after
+four steps, 4.5e-5 of the weights' norm), so its gradients are compared instead.
 """
 
 from __future__ import annotations
@@ -30,9 +37,13 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import sibnet.stages.train as train_stage
-from sibnet.config import Params, validate_params
-from sibnet.distributed import ShardedBatchSampler, launch_command, process_group
-from sibnet.models.classifier import load_checkpoint
+from sibnet.config import MethodParams, Params, validate_params
+from sibnet.data.prepared import PreparedDataset, PreparedImages
+from sibnet.distributed import Rank, ShardedBatchSampler, launch_command, process_group
+from sibnet.engine import make_loader, train_epoch
+from sibnet.models.classifier import build_classifier, load_checkpoint
+from sibnet.objectives import build_objective
+from sibnet.reproducibility import seed_everything
 from tests.conftest import train_into, untracked, with_changes
 
 # Measured 2026-11-26 (2 gloo processes against 1, tiny phantom, 3 epochs, method sibnet):
@@ -40,6 +51,9 @@ from tests.conftest import train_into, untracked, with_changes
 # batch norm: largest differences 0.035 train loss, 0.020 task loss, 0.018 CD, 0.0027
 # validation loss, 0.050 validation macro AUC (19 images). The bounds leave about 2x room.
 EXACT_RTOL = 1e-5  # history (written with 6 decimals)
+# ‖g₂ − g₁‖ / ‖g₁‖ per step, measured 2026-11-26: resnet10_small 7e-7 – 1.1e-6 and 8.6e-6 at
+# the uneven last batch; densenet121 3.7e-7 – 6.8e-7. A wrong loss weighting would give > 1e-1.
+GRADIENT_RTOL = 1e-4
 WEIGHT_RTOL, WEIGHT_ATOL = 1e-4, 2e-5
 BN_TOLERANCE = {
     "train_loss": 0.07,
@@ -56,6 +70,18 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _torchrun_env(local_rank: int, world: int, port: int) -> None:
+    """The environment torchrun gives each process (one node, rendezvous on ``port``)."""
+    os.environ.update(
+        RANK=str(local_rank),
+        LOCAL_RANK=str(local_rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
 
 
 def _per_image_norm(model: nn.Module) -> nn.Module:
@@ -91,14 +117,7 @@ def _rank_main(
     """One spawned training process: torchrun's environment, then ``train``; records the
     output-writing calls and training epochs it ran in ``calls-<rank>.json``. ``kill_at > 0``:
     every process dies when it starts its ``kill_at``-th epoch."""
-    os.environ.update(
-        RANK=str(local_rank),
-        LOCAL_RANK=str(local_rank),
-        WORLD_SIZE=str(world),
-        LOCAL_WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+    _torchrun_env(local_rank, world, port)
     if norm:
         _patch_norm(_Setattr)
     calls: list[str] = []
@@ -156,9 +175,81 @@ def ddp_params(tiny_params: Params) -> Params:
     return with_changes(untracked(tiny_params), train={"epochs": EPOCHS})
 
 
+class _GradRecorder(torch.optim.Optimizer):
+    """An optimiser that changes nothing and keeps every step's gradients, flattened."""
+
+    def __init__(self, parameters: Any) -> None:
+        super().__init__(parameters, {})
+        self.steps: list[torch.Tensor] = []
+
+    def step(self, closure: Any = None) -> None:
+        grads = [p.grad.flatten() for group in self.param_groups for p in group["params"]]
+        self.steps.append(torch.cat(grads).clone())
+
+
+def _epoch_gradients(prepared: Path, method: dict, rank: Rank) -> dict[str, Any]:
+    """One epoch of the real training loop over 51 tiny-phantom images (global batch 16: the
+    last batch of 3 splits 2/1 over two processes) with parameters held fixed: each step's
+    gradient (``(steps, P)``), the epoch's reported terms and the SIBnet term scales."""
+    dataset = PreparedDataset.open(prepared)
+    images = torch.utils.data.Subset(PreparedImages(dataset, "train"), range(51))
+    spec = MethodParams.model_validate(method)
+    seed_everything(0)
+    model = _per_image_norm(
+        build_classifier(spec.architecture, len(dataset.classes), attention=spec.attention)
+    )
+    net = model if rank.world == 1 else nn.parallel.DistributedDataParallel(model)
+    objective = build_objective(spec, dataset.task)
+    optimizer = _GradRecorder(model.parameters())
+    loader = make_loader(images, batch_size=16, shuffle=True, seed=0, shard=rank)
+    terms = train_epoch(net, loader, objective, optimizer)
+    return {"steps": torch.stack(optimizer.steps), "terms": terms, "scales": objective.scales()}
+
+
+def _gradient_rank_main(local_rank: int, port: int, prepared: str, method: dict, out: str) -> None:
+    _torchrun_env(local_rank, 2, port)
+    torch.set_num_threads(1)
+    with process_group(2, torch.device("cpu")) as rank:
+        found = _epoch_gradients(Path(prepared), method, rank)
+    if rank.main:
+        torch.save(found, out)
+
+
+@pytest.mark.parametrize(
+    "architecture",
+    # resnet10_small: closed-form Grad-CAM; densenet121: one autograd.grad per class inside
+    # the DistributedDataParallel forward, differentiated again by the backward pass
+    ["resnet10_small", "densenet121"],
+)
+def test_every_distributed_step_has_the_global_batch_gradient(
+    tiny_params: Params, prepared_tiny: Path, tmp_path: Path, architecture: str
+) -> None:
+    """SIBnet's loss (task + normalised CD + SC) over two processes: every step's averaged
+    gradient equals the single-process gradient of the same global batch (uneven last chunk
+    included), and the term scales and epoch means agree."""
+    method = tiny_params.method("sibnet").model_copy(update={"architecture": architecture})
+    method_raw = method.model_dump(mode="json")
+    torch.set_num_threads(1)
+    expected = _epoch_gradients(prepared_tiny, method_raw, Rank())
+    out = tmp_path / "found.pt"
+    args = (_free_port(), str(prepared_tiny), method_raw, str(out))
+    mp.spawn(_gradient_rank_main, args=args, nprocs=2, join=True)
+    found = torch.load(out, weights_only=False)
+    assert found["steps"].shape == expected["steps"].shape == (4, found["steps"].shape[1])
+    relative = [
+        float((got - want).norm() / want.norm())
+        for got, want in zip(found["steps"], expected["steps"], strict=True)
+    ]
+    print(f"\n{architecture}: relative gradient differences per step {relative}")
+    assert max(relative) < GRADIENT_RTOL, relative
+    assert found["scales"] == pytest.approx(expected["scales"], rel=1e-6)
+    assert found["terms"] == pytest.approx(expected["terms"], rel=1e-6)
+
+
 def test_two_processes_train_the_single_process_model(
     ddp_params: Params, prepared_tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    epochs = EPOCHS
     with monkeypatch.context() as patch:
         _patch_norm(patch)
         one = _single(ddp_params, prepared_tiny, tmp_path / "one")
@@ -166,7 +257,7 @@ def test_two_processes_train_the_single_process_model(
         with_changes(ddp_params, train={"processes": 2}), prepared_tiny, tmp_path / "two", True
     )
     expected, found = pd.read_csv(one / "history.csv"), pd.read_csv(two / "history.csv")
-    assert len(found) == EPOCHS
+    assert len(found) == epochs
     np.testing.assert_allclose(found.to_numpy(), expected.to_numpy(), rtol=EXACT_RTOL)
     model_one = torch.load(one / "classifier.pt", weights_only=True)["state_dict"]
     model_two = torch.load(two / "classifier.pt", weights_only=True)["state_dict"]
@@ -176,7 +267,7 @@ def test_two_processes_train_the_single_process_model(
     # only rank 0 wrote: checkpoint, resume file (each epoch), MLflow run, history
     assert set(_calls(two, 1)) == {"train_epoch"}
     rank0 = _calls(two, 0)
-    assert rank0.count("_write_resume") == EPOCHS
+    assert rank0.count("_write_resume") == epochs
     assert {"save_checkpoint", "start_run", "atomic_file"} <= set(rank0)
     assert not train_stage.resume_path(two / "classifier.pt").exists()
 
