@@ -18,13 +18,15 @@ so the step is the gradient of the global batch's mean loss. A last batch with f
 than processes is skipped (a warning says how many images that leaves out per epoch).
 
 What differs from one process, then, is only what depends on the composition of a process's
-chunk: batch-norm statistics (per process; PyTorch's SyncBatchNorm does not run on the CPU, and
-synchronising DenseNet-121's 120 batch-norm layers would cost more than it is worth on GPUs),
+chunk: batch-norm statistics (per process, as is usual for data-parallel classification:
+PyTorch's SyncBatchNorm does not run on the CPU, and on GPUs it adds a collective operation per
+batch-norm layer and step, 120 in DenseNet-121; it is not offered here),
 task losses that are not a plain mean over images (class-weighted cross-entropy, multi-label
 BCE with unknown labels: a mean over the process's known entries), and floating-point rounding.
 ``tests/stages/test_train_distributed.py`` measures both: with batch-independent normalisation
-two processes match one within float rounding; with the classifiers' batch norm, within the
-tolerance stated there.
+two processes give the single process's gradients and model within float rounding; with the
+classifiers' batch norm, its history within the tolerance stated there. The NCCL (GPU) path
+runs the same code with CUDA tensors; it has not been run on GPUs here.
 
 **Who writes.** Only rank 0 writes the checkpoint, the history, the resume file, MLflow records
 and the lineage record; the other ranks compute. Validation is sharded the same way (no image
