@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from benchmarks import write_result
 from sibnet.data.prepared import PreparedDataset
 
 EPOCH_LINE = re.compile(r"^(\S+ \S+) INFO .*epoch (\d+)/(\d+):", re.MULTILINE)
@@ -130,8 +131,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, Python {platform.python_version()}",
     }
     print(json.dumps(result, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ Results are printed and written to benchmarks/results/gpu_throughput.json (``--o
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -45,6 +44,7 @@ from typing import Any
 
 import torch
 
+from benchmarks import write_result
 from sibnet.config import MethodParams
 from sibnet.engine import autocast, resolve_device
 from sibnet.models.classifier import build_classifier
@@ -182,8 +182,7 @@ def main() -> None:
             torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
         ),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    write_result(args.out, payload)
     for name, row in results.items():
         milliseconds = row["step_s"] * 1e3
         print(f"{name:>6}: {row['images_per_s']:9.1f} images/s  ({milliseconds:.1f} ms/step)")

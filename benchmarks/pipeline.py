@@ -27,6 +27,7 @@ from pathlib import Path
 import psutil
 from tests.workflow.repo import ROOT, clean_env, copy_repository
 
+from benchmarks import write_result
 from sibnet.config import load_params
 
 TARGET_SECONDS = 600  # issue 4: every method and stage in <= 10 minutes
@@ -127,8 +128,7 @@ def main() -> None:
         ),
         "machine": {"cpus": psutil.cpu_count(), "python": platform.python_version()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     args.out.with_name(args.out.stem + "_summary.md").write_text(summary)
     print(json.dumps(result, indent=2))
 

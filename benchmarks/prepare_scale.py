@@ -44,7 +44,7 @@ import psutil
 import yaml
 from PIL import Image
 
-from sibnet.files import atomic_file
+from benchmarks import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 390, 320
@@ -417,9 +417,7 @@ def main() -> None:
         "tree (shared pages counted once per process); source images are in the page cache "
         "(just written)",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(args.out) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    write_result(args.out, payload)
     print(json.dumps(payload, indent=2))
     for fmt, result in results.items():
         runs = result["runs"]

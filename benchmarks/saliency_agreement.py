@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.draw import disk
 
+from benchmarks import write_result
 from sibnet.metrics.saliency import saliency_agreement
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,8 +52,7 @@ def main() -> None:
         "mean_dice": float(np.mean([r["dice"] for r in results])),
     }
     out = ROOT / "benchmarks" / "results" / "saliency_agreement.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2) + "\n")
+    write_result(out, payload)
     print(json.dumps(payload, indent=2))
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import write_result
 from sibnet.data.phantom import ORGANS, make_phantom
 from sibnet.models.classifier import build_classifier
 from sibnet.models.segmenter import Segmenter, segmentation_loss
@@ -96,8 +97,7 @@ def main() -> None:
             for name in args.architectures
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(json.dumps(result, indent=2))
 
 

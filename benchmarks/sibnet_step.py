@@ -23,7 +23,6 @@ Results are printed and written to benchmarks/results/sibnet_step.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from captum.attr import LayerGradCam
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+from benchmarks import write_result
 from sibnet.config import MethodParams
 from sibnet.engine import task_loss
 from sibnet.models.classifier import build_classifier
@@ -142,9 +142,8 @@ def main() -> None:
         measure("densenet121", classes=5, batch=16, size=224, repeats=max(3, args.repeats // 2)),
     ]
     out = ROOT / "benchmarks" / "results" / "sibnet_step.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"device": "cpu", "threads": args.threads, "results": results}
-    out.write_text(json.dumps(payload, indent=2) + "\n")
+    write_result(out, payload)
     for row in results:
         seconds = row["median_seconds"]
         print(

@@ -30,6 +30,8 @@ import yaml
 from tests.workflow.repo import TINY_PARAMS, clean_env, copy_repository
 from tests.workflow.slurm_cluster import SNAKEMAKE_SLURM, local_cluster
 
+from benchmarks import write_result
+
 TARGET_EXTRA_SECONDS = 60
 
 
@@ -80,8 +82,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {cores} cores, Python {platform.python_version()}",
     }
     print(json.dumps(result, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":
