@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,31 @@ def _isolated_mlflow(
     mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+
+
+class Killed(RuntimeError):
+    """Stands in for the job being killed."""
+
+
+def count_train_epochs(
+    monkeypatch: pytest.MonkeyPatch, fail_on_call: int | None = None
+) -> list[int]:
+    """Patch ``sibnet.stages.train.train_epoch`` to count its calls (and raise
+    :class:`Killed` on call ``fail_on_call``). ``monkeypatch`` may be a ``pytest.MonkeyPatch()``
+    made in a spawned process."""
+    import sibnet.stages.train as train_stage
+
+    original = train_stage.train_epoch
+    calls: list[int] = []
+
+    def patched(*args: Any, **kwargs: Any) -> dict[str, float]:
+        calls.append(len(calls) + 1)
+        if fail_on_call is not None and len(calls) == fail_on_call:
+            raise Killed("simulated kill")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_stage, "train_epoch", patched)
+    return calls
 
 
 @pytest.fixture(scope="session")

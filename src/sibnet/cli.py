@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -196,14 +195,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "dvc-yaml":
         return _dvc_yaml(args)
-    from sibnet.distributed import rank_from_env
+    from sibnet.distributed import rank_from_env, under_torchrun
 
     rank = rank_from_env()  # data-parallel processes other than rank 0 log warnings only
+    where = f"[rank {rank}] " if under_torchrun() else ""
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        if "LOCAL_RANK" not in os.environ
-        else f"%(asctime)s %(levelname)s [rank {rank}] %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {where}%(name)s: %(message)s",
         stream=sys.stderr,
     )
     from sibnet.data.prepared import PreparedError

@@ -66,6 +66,7 @@ __all__ = [
     "needs_launch",
     "process_group",
     "rank_from_env",
+    "under_torchrun",
     "unwrap",
 ]
 
@@ -105,9 +106,14 @@ def _world_from_env() -> int | None:
     return None
 
 
+def under_torchrun() -> bool:
+    """Whether ``torchrun`` started this process."""
+    return _world_from_env() is not None
+
+
 def needs_launch(processes: int) -> bool:
     """More than one process is asked for and this process was not started by ``torchrun``."""
-    return processes > 1 and _world_from_env() is None
+    return processes > 1 and not under_torchrun()
 
 
 def launch_command(argv: Sequence[str], processes: int) -> list[str]:

@@ -4,8 +4,9 @@ Device and precision: :func:`train_epoch` and :func:`predict` take a ``device`` 
 moved there; the model must already be), a ``precision`` (``"bf16"``: the objective or forward
 pass runs under ``torch.autocast(device.type, dtype=torch.bfloat16)``) and ``channels_last``
 (batches in ``torch.channels_last``). The defaults (CPU, ``"fp32"``, contiguous) change nothing
-and keep CPU results bit-identical. Only ``sibnet train`` uses other settings so far; the
-evaluate, robustness, saliency and segment stages run on the CPU in float32.
+and keep CPU results bit-identical. ``sibnet train`` uses all three (``train.*``), ``sibnet
+segment`` the device only (``segment.device``); evaluate, robustness and saliency run on the
+CPU in float32.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ environment variable is (tracking credentials included). ``sibnet audit``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -34,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from sibnet.files import sha256_file, write_json
+from sibnet.files import sha256_bytes, sha256_file, write_json
 
 __all__ = [
     "LINEAGE_DIR",
@@ -132,7 +131,7 @@ def digest(path: str | Path) -> dict[str, Any]:
     files = {p.relative_to(path).as_posix(): sha256_file(p) for p in members}
     lines = "".join(f"{name}\0{sha}\n" for name, sha in files.items())
     return entry | {
-        "sha256": hashlib.sha256(lines.encode()).hexdigest(),
+        "sha256": sha256_bytes(lines.encode()),
         "bytes": sum(p.stat().st_size for p in members),
         "files": files,
     }

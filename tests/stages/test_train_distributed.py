@@ -44,7 +44,7 @@ from sibnet.engine import make_loader, train_epoch
 from sibnet.models.classifier import build_classifier, load_checkpoint
 from sibnet.objectives import build_objective
 from sibnet.reproducibility import seed_everything
-from tests.conftest import train_into, untracked, with_changes
+from tests.conftest import count_train_epochs, train_into, untracked, with_changes
 
 # Measured 2026-11-26 (2 gloo processes against 1, tiny phantom, 3 epochs, method sibnet):
 # per-image normalisation: history within 7.2e-7 relative, weights within 1.1e-5 absolute;
@@ -99,37 +99,18 @@ def _patch_norm(patch: Any) -> None:
     patch.setattr(train_stage, "build_classifier", lambda *a, **k: _per_image_norm(build(*a, **k)))
 
 
-class _Setattr:
-    """Minimal monkeypatch for a spawned process (which has no pytest fixture)."""
-
-    @staticmethod
-    def setattr(owner: Any, name: str, value: Any) -> None:
-        setattr(owner, name, value)
-
-
-class Killed(RuntimeError):
-    """Stands in for the job being killed."""
-
-
 def _rank_main(
     local_rank: int, world: int, port: int, raw: dict, folder: str, norm: bool, kill_at: int
 ) -> None:
     """One spawned training process: torchrun's environment, then ``train``; records the
-    output-writing calls and training epochs it ran in ``calls-<rank>.json``. ``kill_at > 0``:
-    every process dies when it starts its ``kill_at``-th epoch."""
+    output-writing calls, then one ``train_epoch`` per epoch it ran, in ``calls-<rank>.json``.
+    ``kill_at > 0``: every process dies when it starts its ``kill_at``-th epoch."""
     _torchrun_env(local_rank, world, port)
+    patch = pytest.MonkeyPatch()  # this process ends with the run: never undone
     if norm:
-        _patch_norm(_Setattr)
+        _patch_norm(patch)
+    epochs = count_train_epochs(patch, kill_at or None)
     calls: list[str] = []
-    epoch = train_stage.train_epoch
-
-    def counted(*args: Any, **kwargs: Any) -> dict[str, float]:
-        calls.append("train_epoch")
-        if calls.count("train_epoch") == kill_at:
-            raise Killed("simulated kill")
-        return epoch(*args, **kwargs)
-
-    train_stage.train_epoch = counted
     for name in WRITERS:
         original = getattr(train_stage, name)
 
@@ -137,7 +118,7 @@ def _rank_main(
             calls.append(_name)
             return _original(*args, **kwargs)
 
-        setattr(train_stage, name, recorded)
+        patch.setattr(train_stage, name, recorded)
     out = Path(folder)
     train_stage.train(
         validate_params(raw),
@@ -147,7 +128,7 @@ def _rank_main(
         method="sibnet",
         seed=0,
     )
-    (out / f"calls-{local_rank}.json").write_text(json.dumps(calls))
+    (out / f"calls-{local_rank}.json").write_text(json.dumps(calls + ["train_epoch"] * len(epochs)))
 
 
 def _spawned(

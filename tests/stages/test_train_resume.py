@@ -4,39 +4,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
-import sibnet.stages.train as train_stage
 from sibnet.config import Params
 from sibnet.stages.train import resume_path
-from tests.conftest import train_into, untracked, with_changes
+from tests.conftest import Killed, count_train_epochs, train_into, untracked, with_changes
 
 EPOCHS = 3
 KILLED_AFTER = 1  # the interrupted run finishes epoch 1, then dies at the start of epoch 2
-
-
-class Killed(RuntimeError):
-    """Stands in for the job being killed."""
-
-
-def _counting_train_epoch(
-    monkeypatch: pytest.MonkeyPatch, fail_on_call: int | None = None
-) -> list[int]:
-    """Patch the stage's ``train_epoch`` to count its calls (and raise on one of them)."""
-    original = train_stage.train_epoch
-    calls: list[int] = []
-
-    def patched(*args: Any, **kwargs: Any) -> dict[str, float]:
-        calls.append(len(calls) + 1)
-        if fail_on_call is not None and len(calls) == fail_on_call:
-            raise Killed("simulated kill")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(train_stage, "train_epoch", patched)
-    return calls
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +37,7 @@ def test_killed_run_resumes_with_identical_outputs(
     assert not resume_path(whole / "classifier.pt").exists()
 
     with monkeypatch.context() as patch:
-        calls = _counting_train_epoch(patch, fail_on_call=KILLED_AFTER + 1)
+        calls = count_train_epochs(patch, fail_on_call=KILLED_AFTER + 1)
         with pytest.raises(Killed):
             train_into(resume_params, prepared_tiny, tmp_path / "killed", method)
     assert len(calls) == KILLED_AFTER + 1
@@ -70,7 +47,7 @@ def test_killed_run_resumes_with_identical_outputs(
     assert saved["epoch"] == KILLED_AFTER
 
     with monkeypatch.context() as patch, caplog.at_level(logging.INFO, "sibnet.stages.train"):
-        calls = _counting_train_epoch(patch)
+        calls = count_train_epochs(patch)
         train_into(resume_params, prepared_tiny, killed, method)
     assert len(calls) == EPOCHS - KILLED_AFTER  # epochs 1..k were not redone
     assert f"epoch {KILLED_AFTER + 1} next" in caplog.text
@@ -88,13 +65,13 @@ def test_resume_file_of_other_params_is_ignored(
 ) -> None:
     other = with_changes(resume_params, train={"learning_rate": 0.002})
     with monkeypatch.context() as patch:
-        _counting_train_epoch(patch, fail_on_call=2)
+        count_train_epochs(patch, fail_on_call=2)
         with pytest.raises(Killed):
             train_into(other, prepared_tiny, tmp_path / "run", "baseline")
     assert resume_path(tmp_path / "run" / "classifier.pt").exists()
 
     with monkeypatch.context() as patch, caplog.at_level(logging.INFO, "sibnet.stages.train"):
-        calls = _counting_train_epoch(patch)
+        calls = count_train_epochs(patch)
         train_into(resume_params, prepared_tiny, tmp_path / "run", "baseline")
     assert len(calls) == EPOCHS  # started from epoch 1
     assert "belongs to another job (params_sha256" in caplog.text

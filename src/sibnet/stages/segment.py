@@ -159,9 +159,7 @@ def _train_mode(
         classifier, _ = load_checkpoint(
             checkpoint, architecture=spec.architecture, attention=spec.attention
         )
-    model = Segmenter(classifier, spec.architecture, len(train_set.channels), mode=mode)
-    if device.type != "cpu":
-        model = model.to(device)
+    model = Segmenter(classifier, spec.architecture, len(train_set.channels), mode=mode).to(device)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=settings.learning_rate)
     loader = make_loader(
         train_set,

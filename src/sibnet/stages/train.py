@@ -2,8 +2,8 @@
 
 Device and precision come from ``train.device`` (``auto``: CUDA when visible, else the CPU),
 ``train.precision`` (``fp32`` | ``bf16`` autocast) and ``train.channels_last``; the defaults give
-bit-identical CPU results. Only training (and its per-epoch validation) uses them: the evaluate,
-robustness, saliency and segment stages run on the CPU in float32.
+bit-identical CPU results. They apply to training and its per-epoch validation; segment has its
+own ``segment.device``, and evaluate, robustness and saliency run on the CPU in float32.
 
 Resuming: after every epoch the whole training state is written atomically to
 ``<checkpoint>.resume.pt`` (:func:`resume_path`; not a declared output, so Snakemake and DVC
@@ -37,7 +37,6 @@ from sibnet.data.prepared import PreparedDataset, PreparedImages
 from sibnet.distributed import (
     DistributedError,
     Rank,
-    all_reduce_sum,
     broadcast_buffers,
     gather_objects,
     gather_rows,
@@ -191,12 +190,12 @@ def _validate(
         return predict(model, loader, task, loss_fn, **steps)
     broadcast_buffers(model)
     probs, targets, loss = predict(model, loader, task, loss_fn, **steps)
-    summed = all_reduce_sum(torch.tensor([loss * len(probs), len(probs)], dtype=torch.float64))
     rows = np.concatenate([np.asarray(batch) for batch in loader.batch_sampler])
-    gathered = gather_rows(rows, probs, targets)
+    # each row carries its shard's mean loss, so the mean over rows is the mean over images
+    gathered = gather_rows(rows, probs, targets, np.full(len(probs), loss))
     if gathered is None:
         return None
-    return gathered[0], gathered[1], float(summed[0] / summed[1])
+    return gathered[0], gathered[1], float(gathered[2].mean())
 
 
 def _train(
@@ -226,8 +225,7 @@ def _train(
     model = build_classifier(
         spec.architecture, num_classes=len(dataset.classes), attention=spec.attention
     )
-    if device.type != "cpu":
-        model = model.to(device)
+    model = model.to(device)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     weights = None
