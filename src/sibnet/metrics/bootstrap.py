@@ -1,8 +1,13 @@
 """Percentile bootstrap over test images, shared by every scoring stage and the report.
 
-Every interval in sibnet resamples *test images* with replacement (``resamples`` times, from a
-generator seeded by ``seed``) and takes the ``(1 - confidence) / 2`` and
+Every image-level interval in sibnet resamples *test images* with replacement (``resamples``
+times, from a generator seeded by ``seed``) and takes the ``(1 - confidence) / 2`` and
 ``(1 + confidence) / 2`` quantiles of the statistic over the resamples where it is defined.
+With ``strata`` (e.g. the label pattern of each image, for AUCs) images are resampled within
+each stratum, so every resample keeps each stratum's size: a class cannot lose all its
+positives or negatives. The unit resampled is an image: several scores of one image (two
+lungs, several classes) are resampled together (a cluster bootstrap, see
+:mod:`sibnet.metrics.comparison`).
 Statistics of several models scored on the same images (several seeds, or two methods) are
 computed on the *same* resampled images, so a mean over seeds or a paired difference between
 methods gets an interval that accounts for the test set's sampling only once.
@@ -24,17 +29,44 @@ __all__ = [
 
 
 def bootstrap_indices(
-    n: int, resamples: int, seed: int, *, chunk_elements: int = 2_000_000, per_item: int = 1
+    n: int,
+    resamples: int,
+    seed: int,
+    *,
+    chunk_elements: int = 2_000_000,
+    per_item: int = 1,
+    strata: np.ndarray | None = None,
 ) -> Iterator[np.ndarray]:
     """Resampled index sets, in chunks: ``(b, n)`` int arrays, ``resamples`` rows in all.
 
     ``chunk_elements / per_item`` bounds the number of indices per chunk (``per_item``: the
     values the caller gathers per index), so memory stays flat for any ``resamples``.
+
+    Args:
+        strata: optional ``(n,)`` stratum label of each index; each resample then draws, for
+            every stratum, as many indices as it has, from that stratum only (the columns of a
+            row are grouped by stratum, in order of the sorted labels).
     """
     rng = np.random.default_rng(seed)
     chunk = max(1, chunk_elements // max(1, n * per_item))
+    groups = None
+    if strata is not None:
+        strata = np.asarray(strata)
+        if strata.shape != (n,):
+            raise ValueError(f"strata must have shape ({n},), got {strata.shape}")
+        groups = [np.flatnonzero(strata == label) for label in np.unique(strata)]
     for start in range(0, resamples, chunk):
-        yield rng.integers(0, n, size=(min(chunk, resamples - start), n))
+        size = min(chunk, resamples - start)
+        if groups is None:
+            yield rng.integers(0, n, size=(size, n))
+        else:
+            yield np.concatenate(
+                [
+                    members[rng.integers(0, len(members), size=(size, len(members)))]
+                    for members in groups
+                ],
+                axis=1,
+            )
 
 
 def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float, int]:

@@ -89,9 +89,15 @@ def bootstrap_macro_aucs(
         resamples, seed: see :mod:`sibnet.metrics.bootstrap`.
 
     Returns:
-        ``(resamples, M)`` macro AUCs (``(resamples, 1)`` for one model); NaN where a resample
-        has no class with both labels. Linear combinations along ``M`` (a mean over seeds, a
-        difference between methods) are paired: every model sees the same resampled images.
+        ``(resamples, M)`` macro AUCs (``(resamples, 1)`` for one model). Linear combinations
+        along ``M`` (a mean over seeds, a difference between methods) are paired: every model
+        sees the same resampled images.
+
+    Resampling is stratified by label pattern (each distinct row of ``targets``; for a
+    multi-class task, the class): every resample keeps each class's numbers of positives and
+    negatives, so every class with an AUC on the test set has one in every resample and the
+    macro mean always averages the same classes (an unstratified resample of a rare label can
+    draw no positive and silently change the estimand).
     """
     stack = np.asarray(probabilities, dtype=np.float64)
     stack = stack[None] if stack.ndim == 2 else stack
@@ -103,7 +109,8 @@ def bootstrap_macro_aucs(
     models, n, classes = stack.shape
     out = np.empty((resamples, models))
     row = 0
-    for idx in bootstrap_indices(n, resamples, seed, per_item=models * classes):
+    strata = np.unique(targets, axis=0, return_inverse=True)[1].reshape(n)
+    for idx in bootstrap_indices(n, resamples, seed, per_item=models * classes, strata=strata):
         scores = np.moveaxis(stack[:, idx], -1, 2)  # (M, b, C, n)
         labels = np.moveaxis(targets[idx], -1, 1)  # (b, C, n)
         aucs = _auc_from_ranks(scores, labels[None])  # (M, b, C)
