@@ -120,11 +120,57 @@ def test_unknown_method_lookup_lists_the_defined_ones() -> None:
         ({"objective": "sibnet", "lambda_cd": 0, "lambda_sc": 0}, "needs lambda_cd > 0"),
         ({"objective": "sibnet", "sc_kernel": 8}, "sc_kernel must be odd"),
         ({"attention": "transformer"}, "'none', 'se' or 'cbam'"),
+        ({"attention_reduction": 8}, r"\['attention_reduction'\] apply only to attention"),
+        (
+            {"attention": "none", "attention_min_hidden": 8},
+            r"\['attention_min_hidden'\] apply only to attention 'se' or 'cbam'",
+        ),
+        (
+            {"attention_reduction": 16, "attention_min_hidden": 8},
+            r"\['attention_min_hidden', 'attention_reduction'\]",
+        ),
+        ({"attention": "se", "attention_reduction": 0}, "greater than or equal to 1"),
+        ({"attention": "cbam", "attention_min_hidden": 0}, "greater than or equal to 1"),
+        ({"attention": "se", "attention_reduction": 2.0}, "valid integer"),
+        ({"attention": "cbam", "attention_min_hidden": True}, "valid integer"),
+        ({"attention": "cbam", "attention_min_hidden": "8"}, "valid integer"),
     ],
 )
 def test_method_checks(method: dict, message: str) -> None:
     with pytest.raises(ParamsError, match=message):
         validate_params({"methods": {"m": method}, "pipeline": {"methods": ["m"]}})
+
+
+@pytest.mark.parametrize(
+    ("method", "key"),
+    [
+        ({"attention": "se", "attention_reduction": 0}, "methods.m.attention_reduction"),
+        ({"attention": "cbam", "attention_min_hidden": -1}, "methods.m.attention_min_hidden"),
+        ({"attention": "none", "attention_reduction": 4}, "methods.m"),
+    ],
+)
+def test_attention_width_errors_name_the_key(method: dict, key: str) -> None:
+    with pytest.raises(ParamsError) as caught:
+        validate_params({"methods": {"m": method}, "pipeline": {"methods": ["m"]}})
+    message = str(caught.value)
+    assert f"- {key}:" in message
+    assert "attention_" in message
+
+
+@pytest.mark.parametrize("attention", ["se", "cbam"])
+def test_attention_widths_default_and_dump_round_trip(attention: str) -> None:
+    raw = {"attention": attention, "attention_reduction": 4, "attention_min_hidden": 1}
+    params = validate_params(
+        {"methods": {"m": raw}, "pipeline": {"methods": ["m"]}, "report": {"reference": "m"}}
+    )
+    method = params.methods["m"]
+    assert (method.attention_reduction, method.attention_min_hidden) == (4, 1)
+    dumped = params.model_dump(mode="json")
+    assert dumped["methods"]["m"]["attention_reduction"] == 4
+    assert dumped["methods"]["m"]["attention_min_hidden"] == 1
+    assert validate_params(dumped) == params
+    default = Params().methods[attention]
+    assert (default.attention_reduction, default.attention_min_hidden) == (16, 8)
 
 
 def test_default_methods_are_the_papers_comparison() -> None:
@@ -134,4 +180,10 @@ def test_default_methods_are_the_papers_comparison() -> None:
     assert params.methods["sibnet_cd"].lambda_sc == 0 and params.methods["sibnet_sc"].lambda_cd == 0
     dumped = params.model_dump(mode="json")
     assert "lambda_cd" not in dumped["methods"]["baseline"]
+    for name in ("baseline", "sibnet", "sibnet_cd", "sibnet_sc"):  # attention: none
+        assert "attention_reduction" not in dumped["methods"][name]
+        assert "attention_min_hidden" not in dumped["methods"][name]
+    for name in ("se", "cbam"):
+        assert dumped["methods"][name]["attention_reduction"] == 16
+        assert dumped["methods"][name]["attention_min_hidden"] == 8
     assert validate_params(dumped) == params

@@ -273,6 +273,7 @@ RESERVED_DATASET_NAMES = ("report", "plots")
 """Folders of ``results/`` that hold the cross-run report, so no dataset may take their name."""
 
 _SIBNET_ONLY = ("lambda_cd", "lambda_sc", "normalize_terms", "sc_kernel")
+_ATTENTION_ONLY = ("attention_reduction", "attention_min_hidden")
 
 
 class MethodParams(_Section):
@@ -283,6 +284,13 @@ class MethodParams(_Section):
     1.2 and 0.9), each divided by its value at the first training step when
     ``normalize_terms`` is true (the original implementation's scheme). Setting one weight to 0
     gives the ablations. These four keys are errors under ``objective: cross_entropy``.
+
+    ``attention: se`` or ``cbam`` inserts attention blocks whose channel MLPs are ``C → h → C``
+    with ``h = min(C, max(attention_min_hidden, C // attention_reduction))`` (see
+    :mod:`sibnet.models.attention`). The SE paper's ``r = 16`` was chosen for ImageNet widths
+    64–2048; on ``resnet10_small``'s 16–128 channels ``C // 16`` alone gives widths 1 to 8, so
+    the width has a floor, 8 by default, after timm's SE and CBAM, which round it up to a
+    multiple of 8 (``rd_divisor=8``). These two keys are errors under ``attention: none``.
     """
 
     architecture: Literal["resnet10_small", "resnet18", "densenet121"] = "resnet10_small"
@@ -292,9 +300,18 @@ class MethodParams(_Section):
     lambda_sc: float = Field(0.9, ge=0.0, le=1000.0)
     normalize_terms: bool = True
     sc_kernel: int = Field(9, ge=3, le=63)
+    attention_reduction: int = Field(16, ge=1)
+    attention_min_hidden: int = Field(8, ge=1)
 
     @model_validator(mode="after")
     def _objective_keys(self) -> MethodParams:
+        if self.attention == "none":
+            stray = sorted(set(_ATTENTION_ONLY) & self.model_fields_set)
+            if stray:
+                raise ValueError(
+                    f"{stray} apply only to attention 'se' or 'cbam'; remove them or set "
+                    "attention: se or attention: cbam"
+                )
         if self.objective == "cross_entropy":
             stray = sorted(set(_SIBNET_ONLY) & self.model_fields_set)
             if stray:
@@ -314,6 +331,9 @@ class MethodParams(_Section):
         data = handler(self)
         if self.objective == "cross_entropy":
             for key in _SIBNET_ONLY:
+                data.pop(key, None)
+        if self.attention == "none":
+            for key in _ATTENTION_ONLY:
                 data.pop(key, None)
         return data
 
@@ -419,6 +439,15 @@ class SaliencyParams(_Bootstrap):
     threshold: float | str = "otsu"
     max_images: int | None = Field(None, ge=1)
     overlay_images: int = Field(6, ge=0, le=64)
+    layer: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+    """The module whose output the scored Grad-CAM maps are built on, as a dotted name
+    (``layer3``, ``features.denseblock3``); ``null``: the last feature map before pooling
+    (:func:`sibnet.saliency.gradcam.default_cam_layer`). An earlier layer has a finer map
+    (``resnet10_small`` at 128 px: ``layer4`` 8×8, ``layer3`` 16×16). Scoring only: training
+    keeps its own layer."""
+    negligible: float = Field(1e-3, ge=0.0, lt=1.0)
+    """A map is flagged ``negligible`` when its maximum before scaling is at most this fraction
+    of the median maximum of the run's maps."""
     batch_size: int = Field(64, ge=1, le=65_536)
     threads: int = Field(1, ge=1, le=256)
 

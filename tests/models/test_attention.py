@@ -7,7 +7,13 @@ from monai.networks.nets import ResNet
 from monai.networks.nets.resnet import ResNetBlock, ResNetBottleneck
 from torch import nn
 
-from sibnet.models.attention import ATTENTION_KINDS, CBAM, SqueezeExcitation, add_attention
+from sibnet.models.attention import (
+    ATTENTION_KINDS,
+    CBAM,
+    SqueezeExcitation,
+    add_attention,
+    bottleneck_width,
+)
 from sibnet.models.classifier import ARCHITECTURES, build_classifier
 
 KINDS = ("se", "cbam")
@@ -37,7 +43,7 @@ def test_blocks_keep_the_input_shape(module: nn.Module) -> None:
 
 def test_se_is_input_times_a_hand_computed_channel_gate() -> None:
     torch.manual_seed(0)
-    se = SqueezeExcitation(32, reduction=8)
+    se = SqueezeExcitation(32, reduction=8, min_hidden=1)
     x = torch.randn(2, 32, 6, 6)
     first, second = se.mlp[0], se.mlp[2]
     assert first.out_channels == 4
@@ -47,8 +53,54 @@ def test_se_is_input_times_a_hand_computed_channel_gate() -> None:
     torch.testing.assert_close(se(x), x * gate[:, :, None, None])
 
 
-def test_se_hidden_width_is_at_least_one() -> None:
-    assert SqueezeExcitation(4, reduction=16).mlp[0].out_channels == 1
+WIDTHS = (16, 32, 64, 128)  # resnet10_small's block widths
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, (8, 8, 8, 8)),  # defaults r = 16, floor 8 (was 1, 2, 4, 8 with max(1, C // 16))
+        ({"reduction": 16, "min_hidden": 1}, (1, 2, 4, 8)),  # the old rule
+        ({"reduction": 4, "min_hidden": 1}, (4, 8, 16, 32)),
+        ({"reduction": 2, "min_hidden": 8}, (8, 16, 32, 64)),
+        ({"reduction": 1, "min_hidden": 1}, (16, 32, 64, 128)),
+        ({"reduction": 16, "min_hidden": 64}, (16, 32, 64, 64)),  # capped at C
+        ({"reduction": 16, "min_hidden": 1000}, (16, 32, 64, 128)),
+    ],
+)
+@pytest.mark.parametrize("block", [SqueezeExcitation, CBAM])
+def test_bottleneck_widths(block: type[nn.Module], options: dict, expected: tuple) -> None:
+    assert tuple(bottleneck_width(c, **options) for c in WIDTHS) == expected
+    for channels, hidden in zip(WIDTHS, expected, strict=True):
+        module = block(channels, **options)
+        assert module.hidden == hidden
+        assert (module.mlp[0].in_channels, module.mlp[0].out_channels) == (channels, hidden)
+        assert (module.mlp[2].in_channels, module.mlp[2].out_channels) == (hidden, channels)
+
+
+@pytest.mark.parametrize(
+    ("channels", "min_hidden", "expected"), [(4, 8, 4), (1, 8, 1), (8, 8, 8), (12, 16, 12)]
+)
+def test_bottleneck_width_is_capped_at_the_channel_count(
+    channels: int, min_hidden: int, expected: int
+) -> None:
+    assert bottleneck_width(channels, 16, min_hidden) == expected
+    assert SqueezeExcitation(channels, min_hidden=min_hidden).mlp[0].out_channels == expected
+    assert CBAM(channels, min_hidden=min_hidden).mlp[0].out_channels == expected
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [({}, [8, 8, 8, 8]), ({"reduction": 4, "min_hidden": 1}, [4, 8, 16, 32])],
+)
+def test_add_attention_passes_the_widths_to_every_block(
+    kind: str, options: dict, expected: list
+) -> None:
+    model = add_attention(build_classifier("resnet10_small", 5), kind, **options)
+    assert [module.hidden for module in _attention_modules(model)] == expected
+    model = build_classifier("resnet10_small", 5, attention=kind, **options)
+    assert [module.mlp[0].out_channels for module in _attention_modules(model)] == expected
 
 
 def test_cbam_with_zero_weights_halves_twice() -> None:
@@ -60,21 +112,79 @@ def test_cbam_with_zero_weights_halves_twice() -> None:
     torch.testing.assert_close(cbam(x), x * 0.25, rtol=0, atol=0)
 
 
-def test_cbam_matches_a_functional_reimplementation() -> None:
-    torch.manual_seed(1)
-    cbam = CBAM(12, reduction=3, spatial_kernel=5)
-    x = torch.randn(2, 12, 8, 10)
+def test_cbam_spatial_gate_has_the_official_batch_norm() -> None:
+    """As the official ``BasicConv(2, 1, 7, padding=3, relu=False, bn=True, bias=False)``."""
+    cbam = CBAM(16)
+    conv, norm = cbam.spatial, cbam.spatial_norm
+    assert isinstance(conv, nn.Conv2d) and conv.bias is None
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.padding) == (
+        2,
+        1,
+        (7, 7),
+        (3, 3),
+    )
+    assert type(norm) is nn.BatchNorm2d and norm.num_features == 1
+    assert (norm.eps, norm.momentum, norm.affine, norm.track_running_stats) == (
+        1e-5,
+        0.01,
+        True,
+        True,
+    )
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in cbam.modules()) == 1
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in SqueezeExcitation(16).modules()) == 0
 
-    def mlp(v: torch.Tensor) -> torch.Tensor:  # (B, C) → (B, C)
+
+def _cbam_reference(cbam: CBAM, x: torch.Tensor, *, training: bool) -> torch.Tensor:
+    """CBAM written out from the official code: channel gate, then max/mean pool → conv → BN → σ."""
+
+    def mlp(v: torch.Tensor) -> torch.Tensor:  # (B, C) → (B, C), the official Linear layers
         hidden = torch.relu(F.linear(v, cbam.mlp[0].weight.flatten(1), cbam.mlp[0].bias))
         return F.linear(hidden, cbam.mlp[2].weight.flatten(1), cbam.mlp[2].bias)
 
     channel = torch.sigmoid(mlp(x.mean(dim=(2, 3))) + mlp(x.amax(dim=(2, 3))))
     refined = x * channel[:, :, None, None]
-    maps = torch.stack([refined.mean(dim=1), refined.amax(dim=1)], dim=1)
-    spatial = torch.sigmoid(F.conv2d(maps, cbam.spatial.weight, padding=2))
-    assert spatial.shape == (2, 1, 8, 10)
-    torch.testing.assert_close(cbam(x), refined * spatial)
+    pooled = torch.stack([refined.amax(dim=1), refined.mean(dim=1)], dim=1)  # max first
+    conv = F.conv2d(pooled, cbam.spatial.weight, padding=cbam.spatial_kernel // 2)
+    norm = cbam.spatial_norm
+    if training:  # batch statistics (biased variance), as BatchNorm2d in train mode
+        mean, var = conv.mean(), conv.var(unbiased=False)
+    else:
+        mean, var = norm.running_mean, norm.running_var
+    normed = (conv - mean) / torch.sqrt(var + 1e-5) * norm.weight + norm.bias
+    spatial = torch.sigmoid(normed)
+    assert spatial.shape == (x.shape[0], 1, *x.shape[2:])
+    return refined * spatial
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_cbam_matches_a_hand_written_reference(training: bool) -> None:
+    torch.manual_seed(1)
+    cbam = CBAM(12, reduction=3, spatial_kernel=5, min_hidden=1)
+    assert cbam.mlp[0].out_channels == 4
+    with torch.no_grad():  # non-trivial batch norm parameters and statistics
+        cbam.spatial_norm.weight.fill_(1.7)
+        cbam.spatial_norm.bias.fill_(-0.3)
+        cbam.spatial_norm.running_mean.fill_(0.2)
+        cbam.spatial_norm.running_var.fill_(2.5)
+    x = torch.randn(2, 12, 8, 10)
+    expected = _cbam_reference(cbam, x, training=training)
+    torch.testing.assert_close(cbam.train(training)(x), expected)
+    if training:  # the official momentum 0.01 updates the running mean
+        assert not torch.allclose(cbam.spatial_norm.running_mean, torch.tensor([0.2]))
+
+
+def test_cbam_pools_max_before_mean() -> None:
+    """Weights only on the first input channel of the spatial conv: the gate sees the max map."""
+    cbam = CBAM(3, spatial_kernel=1).eval()
+    with torch.no_grad():
+        for parameter in cbam.mlp.parameters():
+            parameter.zero_()  # channel gate σ(0 + 0) = 0.5 for every channel
+        cbam.spatial.weight.copy_(torch.tensor([1.0, 0.0]).view(1, 2, 1, 1))
+    x = torch.tensor([1.0, 2.0, 6.0]).view(1, 3, 1, 1)
+    refined = x * 0.5
+    gate = torch.sigmoid(torch.tensor(3.0) / (1 + 1e-5) ** 0.5)  # max 3, not mean 1.5
+    with torch.no_grad():
+        torch.testing.assert_close(cbam(x), refined * gate)
 
 
 # --- inserted into the classifiers ------------------------------------------------------------
@@ -212,8 +322,15 @@ def test_new_blocks_follow_the_model_mode() -> None:
         (lambda: SqueezeExcitation(0), "channels"),
         (lambda: SqueezeExcitation(8, reduction=0), "reduction"),
         (lambda: SqueezeExcitation(8, reduction=2.0), "reduction"),
+        (lambda: SqueezeExcitation(8, min_hidden=0), "min_hidden"),
+        (lambda: SqueezeExcitation(8, min_hidden=8.0), "min_hidden"),
+        (lambda: SqueezeExcitation(8, min_hidden=True), "min_hidden"),
         (lambda: CBAM(-1), "channels"),
         (lambda: CBAM(8, reduction=0), "reduction"),
+        (lambda: CBAM(8, min_hidden=-2), "min_hidden"),
+        (lambda: CBAM(8, min_hidden="8"), "min_hidden"),
+        (lambda: bottleneck_width(8, 16, 0), "min_hidden"),
+        (lambda: bottleneck_width(8, 0, 8), "reduction"),
         (lambda: CBAM(8, spatial_kernel=4), "spatial_kernel"),
         (lambda: CBAM(8, spatial_kernel=0), "spatial_kernel"),
     ],
@@ -230,6 +347,10 @@ def test_add_attention_rejects_bad_arguments_without_touching_the_model() -> Non
         add_attention(model, "sse")
     with pytest.raises(ValueError, match="reduction"):
         add_attention(model, "se", reduction=0)
+    with pytest.raises(ValueError, match="min_hidden must be an integer >= 1, got 0"):
+        add_attention(model, "cbam", min_hidden=0)
+    with pytest.raises(ValueError, match="min_hidden"):
+        add_attention(model, "none", min_hidden=1.5)
     assert list(model.state_dict()) == keys
     add_attention(model, "se")
     with pytest.raises(ValueError, match="already has attention"):

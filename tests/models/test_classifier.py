@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sibnet.models.attention import CBAM, SqueezeExcitation
 from sibnet.models.classifier import (
     ARCHITECTURES,
     CheckpointError,
@@ -43,6 +44,7 @@ def _save(
     model: torch.nn.Module,
     architecture: str = "resnet10_small",
     attention: str = "none",
+    **widths: int,
 ) -> None:
     save_checkpoint(
         path,
@@ -51,6 +53,7 @@ def _save(
         num_classes=3,
         in_channels=1,
         attention=attention,
+        **widths,
         classes=["a", "b", "c"],
         task="multiclass",
         optimizer=torch.optim.Adam(model.parameters()),
@@ -128,6 +131,75 @@ def test_checkpoint_with_attention_round_trips_and_is_checked(
         assert torch.equal(model(x), loaded(x))
     with pytest.raises(CheckpointError, match=f"attention '{attention}', but 'none'"):
         load_checkpoint(path, attention="none")
+
+
+def _hidden_widths(model: torch.nn.Module) -> list[int]:
+    blocks = [m for m in model.modules() if isinstance(m, SqueezeExcitation | CBAM)]
+    return [block.mlp[0].out_channels for block in blocks]
+
+
+@pytest.mark.parametrize("attention", ["se", "cbam"])
+@pytest.mark.parametrize(
+    ("widths", "expected"),
+    [({}, [8, 8, 8, 8]), ({"reduction": 4, "min_hidden": 1}, [4, 8, 16, 32])],
+)
+def test_checkpoint_rebuilds_the_attention_widths(
+    tmp_path: Path, attention: str, widths: dict, expected: list
+) -> None:
+    torch.manual_seed(0)
+    model = build_classifier("resnet10_small", 3, attention=attention, **widths).eval()
+    assert _hidden_widths(model) == expected
+    path = tmp_path / "classifier.pt"
+    _save(path, model, attention=attention, **widths)
+    stored = torch.load(path, weights_only=True)["model_args"]
+    assert stored == {
+        "num_classes": 3,
+        "in_channels": 1,
+        "attention": attention,
+        "reduction": widths.get("reduction", 16),
+        "min_hidden": widths.get("min_hidden", 8),
+    }
+    loaded, _ = load_checkpoint(path, attention=attention)
+    assert _hidden_widths(loaded) == expected
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_saving_other_widths_than_the_models_is_refused(tmp_path: Path) -> None:
+    model = build_classifier("resnet10_small", 3, attention="se", reduction=4)
+    with pytest.raises(ValueError, match="reduction=4, min_hidden=8, but reduction=16"):
+        _save(tmp_path / "classifier.pt", model, attention="se")
+    assert not (tmp_path / "classifier.pt").exists()
+
+
+@pytest.mark.parametrize("attention", ["se", "cbam"])
+def test_attention_checkpoint_from_before_the_widths_is_refused(
+    tmp_path: Path, attention: str
+) -> None:
+    path = tmp_path / "classifier.pt"
+    _save(path, build_classifier("resnet10_small", 3, attention=attention), attention=attention)
+    old = torch.load(path, weights_only=True)
+    del old["model_args"]["reduction"], old["model_args"]["min_hidden"]
+    torch.save(old, path)
+    with pytest.raises(CheckpointError, match=r"older sibnet.*max\(1, C // 16\).*retrain it"):
+        load_checkpoint(path, attention=attention)
+
+
+def test_checkpoint_without_attention_ignores_the_widths(tmp_path: Path) -> None:
+    path = tmp_path / "classifier.pt"
+    _save(path, build_classifier("resnet10_small", 3), reduction=4, min_hidden=1)
+    stored = torch.load(path, weights_only=True)["model_args"]
+    assert stored == {"num_classes": 3, "in_channels": 1, "attention": "none"}
+    load_checkpoint(path, attention="none")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("reduction", 0), ("min_hidden", 0), ("min_hidden", 2.5)]
+)
+def test_bad_attention_widths(key: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"{key} must be an integer >= 1"):
+        build_classifier("resnet10_small", 2, attention="cbam", **{key: value})
 
 
 def test_unknown_attention() -> None:

@@ -47,14 +47,16 @@ from sibnet.reproducibility import seed_everything
 from tests.conftest import count_train_epochs, train_into, untracked, with_changes
 
 # Measured 2026-11-26 (2 gloo processes against 1, tiny phantom, 3 epochs, method sibnet):
-# per-image normalisation: history within 7.2e-7 relative, weights within 1.1e-5 absolute;
+# per-image normalisation: history within 7.2e-7 relative, weights within 1.1e-5 absolute
+# (7.6e-5 on one of 73,728 layer4 weights once SE blocks are 8 wide: Adam's ±lr steps on
+# near-zero gradients, as for DenseNet below);
 # batch norm: largest differences 0.035 train loss, 0.020 task loss, 0.018 CD, 0.0027
 # validation loss, 0.050 validation macro AUC (19 images). The bounds leave about 2x room.
 EXACT_RTOL = 1e-5  # history (written with 6 decimals)
 # ‖g₂ − g₁‖ / ‖g₁‖ per step, measured 2026-11-26: resnet10_small 7e-7 – 1.1e-6 and 8.6e-6 at
 # the uneven last batch; densenet121 3.7e-7 – 6.8e-7. A wrong loss weighting would give > 1e-1.
 GRADIENT_RTOL = 1e-4
-WEIGHT_RTOL, WEIGHT_ATOL = 1e-4, 2e-5
+WEIGHT_RTOL, WEIGHT_ATOL = 1e-4, 2e-4
 BN_TOLERANCE = {
     "train_loss": 0.07,
     "train_task": 0.04,

@@ -12,6 +12,12 @@ Architectures (``ARCHITECTURES``):
 - ``resnet18`` — MONAI's ResNet-18 with MONAI's default stride-1 7×7 stem, then max-pool
   (output stride 16, so 128×128 inputs give 8×8 maps; torchvision's has 32).
 - ``densenet121`` — MONAI's DenseNet-121, the paper's network (output stride 32).
+
+With attention (``se`` or ``cbam``) the checkpoint's ``model_args`` also hold the blocks'
+``reduction`` and ``min_hidden``. Attention checkpoints written before those were stored had
+bottlenecks of width ``max(1, C // 16)`` and, for CBAM, no batch norm in the spatial gate; they do
+not fit the current blocks, and :func:`load_checkpoint` refuses them with a
+:class:`CheckpointError` that says to retrain. Checkpoints without attention are unaffected.
 """
 
 from __future__ import annotations
@@ -26,13 +32,15 @@ from monai.networks.nets import DenseNet121, ResNet
 from torch import nn
 
 from sibnet.files import atomic_file
-from sibnet.models.attention import ATTENTION_KINDS, add_attention
+from sibnet.models.attention import ATTENTION_KINDS, CBAM, SqueezeExcitation, add_attention
 
 __all__ = [
     "ARCHITECTURES",
     "CHECKPOINT_FORMAT",
     "CheckpointError",
+    "attention_model_args",
     "build_classifier",
+    "check_attention_args",
     "load_checkpoint",
     "params_hash",
     "read_checkpoint",
@@ -64,7 +72,13 @@ class CheckpointError(ValueError):
 
 
 def build_classifier(
-    architecture: str, num_classes: int, in_channels: int = 1, attention: str = "none"
+    architecture: str,
+    num_classes: int,
+    in_channels: int = 1,
+    attention: str = "none",
+    *,
+    reduction: int = 16,
+    min_hidden: int = 8,
 ) -> nn.Module:
     """Build a randomly initialised classifier.
 
@@ -74,6 +88,9 @@ def build_classifier(
         in_channels: image channels (1 for radiographs).
         attention: ``"none"``, ``"se"`` or ``"cbam"``: attention blocks inserted into every
             block of the backbone (:func:`sibnet.models.attention.add_attention`).
+        reduction: the attention blocks' bottleneck ratio ``r`` (``methods.*.attention_reduction``).
+        min_hidden: the floor of their bottleneck width ``min(C, max(min_hidden, C // r))``
+            (``methods.*.attention_min_hidden``). Both are ignored under ``attention="none"``.
 
     Returns:
         A module mapping ``(B, in_channels, H, W)`` images to ``(B, C)`` logits.
@@ -93,7 +110,50 @@ def build_classifier(
         model = ResNet(
             spatial_dims=2, n_input_channels=in_channels, num_classes=num_classes, **options
         )
-    return add_attention(model, attention)
+    return add_attention(model, attention, reduction=reduction, min_hidden=min_hidden)
+
+
+def attention_model_args(
+    model: nn.Module, attention: str, reduction: int, min_hidden: int
+) -> dict[str, int]:
+    """The ``model_args`` entries that rebuild ``model``'s attention blocks.
+
+    ``{}`` for ``attention="none"``, else ``{"reduction": ..., "min_hidden": ...}``.
+
+    Raises:
+        ValueError: a block of ``model`` was built with other values (its checkpoint would not
+            rebuild it).
+    """
+    if attention == "none":
+        return {}
+    for module in model.modules():
+        if isinstance(module, SqueezeExcitation | CBAM) and (
+            (module.reduction, module.min_hidden) != (reduction, min_hidden)
+        ):
+            raise ValueError(
+                f"the model's attention blocks have reduction={module.reduction}, "
+                f"min_hidden={module.min_hidden}, but reduction={reduction}, "
+                f"min_hidden={min_hidden} were given; pass the values the model was built with"
+            )
+    return {"reduction": reduction, "min_hidden": min_hidden}
+
+
+def check_attention_args(path: str | Path, model_args: dict[str, Any]) -> None:
+    """Refuse a checkpoint with attention but without ``reduction`` and ``min_hidden``.
+
+    Raises:
+        CheckpointError: the checkpoint predates them (bottlenecks of width ``max(1, C // 16)``,
+            no spatial batch norm in CBAM), so its weights fit no current network.
+    """
+    attention = model_args.get("attention", "none")
+    missing = [key for key in ("reduction", "min_hidden") if key not in model_args]
+    if attention != "none" and missing:
+        raise CheckpointError(
+            f"{path}: {attention!r} checkpoint without {missing} in its model_args: it was "
+            "written by an older sibnet whose attention blocks had bottlenecks of width "
+            "max(1, C // 16) and no batch norm in CBAM's spatial gate, which the current blocks "
+            "no longer build; retrain it (rerun the train stage for its method)"
+        )
 
 
 def params_hash(section: Any) -> str:
@@ -111,6 +171,8 @@ def save_checkpoint(
     num_classes: int,
     in_channels: int,
     attention: str,
+    reduction: int = 16,
+    min_hidden: int = 8,
     classes: list[str],
     task: str,
     optimizer: torch.optim.Optimizer | None,
@@ -124,8 +186,9 @@ def save_checkpoint(
 
     The file holds the weights, the optimizer and learning-rate scheduler states, the epoch,
     the arguments that build the network (``architecture``, ``num_classes``, ``in_channels``,
-    ``attention``), the class names and task, the metrics at that epoch and a hash of the params
-    that produced it.
+    ``attention``, and with attention its ``reduction`` and ``min_hidden``, which must be those
+    the model was built with), the class names and task, the metrics at that epoch and a hash
+    of the params that produced it.
     """
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -134,6 +197,7 @@ def save_checkpoint(
             "num_classes": num_classes,
             "in_channels": in_channels,
             "attention": attention,
+            **attention_model_args(model, attention, reduction, min_hidden),
         },
         "classes": list(classes),
         "task": task,
@@ -198,6 +262,7 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path}: checkpoint has attention {found_attention!r}, but {attention!r} was expected"
         )
+    check_attention_args(path, checkpoint["model_args"])
     model = build_classifier(found, **checkpoint["model_args"])
     try:
         model.load_state_dict(checkpoint["state_dict"])

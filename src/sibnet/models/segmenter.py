@@ -47,7 +47,13 @@ from monai.networks.nets.resnet import ResNet
 from torch import nn
 
 from sibnet.files import atomic_file
-from sibnet.models.classifier import ARCHITECTURES, build_classifier, read_checkpoint
+from sibnet.models.classifier import (
+    ARCHITECTURES,
+    attention_model_args,
+    build_classifier,
+    check_attention_args,
+    read_checkpoint,
+)
 
 __all__ = [
     "SEGMENTER_FORMAT",
@@ -352,6 +358,8 @@ def save_segmenter(
     model: Segmenter,
     *,
     attention: str,
+    reduction: int = 16,
+    min_hidden: int = 8,
     classifier_classes: int,
     structures: list[str],
     epoch: int,
@@ -363,7 +371,9 @@ def save_segmenter(
 
     ``classifier_sha256`` is the lineage: the SHA-256 of the classifier checkpoint file the
     encoder came from (``None`` for ``scratch``, whose encoder started from random weights).
-    Identical weights give identical bytes.
+    Identical weights give identical bytes. ``reduction`` and ``min_hidden`` are the encoder's
+    attention settings (stored with attention, as in
+    :func:`~sibnet.models.classifier.save_checkpoint`).
     """
     payload = {
         "format": SEGMENTER_FORMAT,
@@ -371,6 +381,7 @@ def save_segmenter(
         "mode": model.mode,
         "model_args": {
             "attention": attention,
+            **attention_model_args(model, attention, reduction, min_hidden),
             "classifier_classes": classifier_classes,
             "num_outputs": model.num_outputs,
             "max_decoder_channels": model.max_decoder_channels,
@@ -390,12 +401,18 @@ def load_segmenter(path: str | Path) -> tuple[Segmenter, dict[str, Any]]:
     """Load a checkpoint of :func:`save_segmenter`: ``(segmenter in eval mode, checkpoint)``.
 
     Raises:
-        CheckpointError: the file is missing, unreadable, or not a segmenter checkpoint.
+        CheckpointError: the file is missing, unreadable, or not a segmenter checkpoint, or
+            one with attention from before ``reduction`` and ``min_hidden`` were stored.
     """
     checkpoint = read_checkpoint(path, SEGMENTER_FORMAT, "segmenter")
     args = checkpoint["model_args"]
+    check_attention_args(path, args)
+    widths = {key: args[key] for key in ("reduction", "min_hidden") if key in args}
     classifier = build_classifier(
-        checkpoint["architecture"], args["classifier_classes"], attention=args["attention"]
+        checkpoint["architecture"],
+        args["classifier_classes"],
+        attention=args["attention"],
+        **widths,
     )
     model = Segmenter(
         classifier,

@@ -153,7 +153,11 @@ def _train_mode(
     seed_everything(seed)
     if mode == "scratch":
         classifier = build_classifier(
-            spec.architecture, len(train_set.dataset.classes), attention=spec.attention
+            spec.architecture,
+            len(train_set.dataset.classes),
+            attention=spec.attention,
+            reduction=spec.attention_reduction,
+            min_hidden=spec.attention_min_hidden,
         )
     else:
         classifier, _ = load_checkpoint(
@@ -301,6 +305,8 @@ def segment(
                 folder / f"{mode}.pt",
                 model,
                 attention=spec.attention,
+                reduction=spec.attention_reduction,
+                min_hidden=spec.attention_min_hidden,
                 classifier_classes=len(dataset.classes),
                 structures=settings.structures,
                 epoch=best["epoch"],

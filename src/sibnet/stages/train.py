@@ -223,7 +223,11 @@ def _train(
 
     seed_everything(seed)
     model = build_classifier(
-        spec.architecture, num_classes=len(dataset.classes), attention=spec.attention
+        spec.architecture,
+        num_classes=len(dataset.classes),
+        attention=spec.attention,
+        reduction=spec.attention_reduction,
+        min_hidden=spec.attention_min_hidden,
     )
     model = model.to(device)
     if settings.channels_last:
@@ -381,6 +385,8 @@ def _train(
             num_classes=len(dataset.classes),
             in_channels=1,
             attention=spec.attention,
+            reduction=spec.attention_reduction,
+            min_hidden=spec.attention_min_hidden,
             classes=dataset.classes,
             task=dataset.task,
             optimizer=optimizer,
