@@ -109,3 +109,43 @@ def test_bad_inputs() -> None:
         saliency_agreement(np.zeros((4, 4)), np.zeros((5, 5), dtype=bool))
     with pytest.raises(ValueError, match="NaN"):
         binarise(np.full((4, 4), np.nan))
+
+
+def test_pointing_game_shares_ties_and_energy_counts_mass() -> None:
+    from sibnet.metrics.saliency import energy_fraction, pointing_game
+
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[:2] = True  # 20% of the image
+    assert pointing_game(np.ones((10, 10)), mask) == pytest.approx(0.2)  # chance level
+    peak = np.zeros((10, 10))
+    peak[0, 0] = 1.0
+    assert pointing_game(peak, mask) == 1.0 and pointing_game(peak, ~mask) == 0.0
+    assert energy_fraction(np.ones((10, 10)), mask) == pytest.approx(0.2)
+    signed = np.full((10, 10), -1.0)
+    signed[0, :5] = 2.0  # negative values carry no mass
+    assert energy_fraction(signed, mask) == 1.0
+    assert np.isnan(energy_fraction(np.zeros((10, 10)), mask))
+
+
+def test_body_mask_keeps_the_dark_lungs_inside() -> None:
+    from sibnet.data.phantom import make_phantom
+    from sibnet.metrics.saliency import body_mask
+
+    phantom = make_phantom(3, 64, 0)
+    for image, organs in zip(phantom.images[:, 0], phantom.organ_masks, strict=True):
+        body = body_mask(image)
+        assert body[organs.any(axis=0)].mean() > 0.99  # lungs and heart are in the body
+        assert 0.3 < body.mean() < 0.95 and not body[0, 0]  # the corners are air
+
+
+def test_ssim_rewards_an_empty_map() -> None:
+    """The documented SSIM caveat: an empty prediction scores higher than a hull that
+    contains the lesion."""
+    size = 128
+    rows, cols = np.mgrid[:size, :size]
+    nodule = (rows - 60) ** 2 + (cols - 40) ** 2 <= 6**2
+    empty = saliency_agreement(np.zeros((size, size)), nodule)
+    hull = np.exp(-((rows - 60) ** 2 + (cols - 40) ** 2) / (2 * 20.0**2))
+    containing = saliency_agreement(hull, nodule)
+    assert containing["dice"] > empty["dice"] == 0.0
+    assert empty["ssim"] > 0.95 > containing["ssim"]

@@ -14,12 +14,14 @@ import torch
 
 from sibnet.config import Params
 from sibnet.data.prepared import PreparedDataset
-from sibnet.metrics.saliency import saliency_agreement
+from sibnet.metrics.saliency import body_mask, saliency_agreement
 from sibnet.models.classifier import build_classifier, save_checkpoint
 from sibnet.stages.saliency import (
     NOTHING_TO_SCORE,
+    REFERENCE_MAPS,
     SALIENCY_COLUMNS,
     SALIENCY_METRICS,
+    prior_maps,
     saliency,
     scored_pairs,
 )
@@ -68,18 +70,126 @@ def test_every_positive_finding_of_every_annotated_test_image_is_scored(
         (dataset.manifest["id"].iloc[rows[i]], dataset.classes[c])
         for i, c in scored_pairs(labels, masks)
     }
-    assert set(zip(table["id"], table["class"], strict=True)) == expected
-    assert len(table) == len(expected) and "normal" not in set(table["class"])
+    # Every item once per map: Grad-CAM, prior and uniform.
+    for name in ("gradcam", *REFERENCE_MAPS):
+        block = table[table["map"] == name]
+        assert set(zip(block["id"], block["class"], strict=True)) == expected
+        assert len(block) == len(expected)
+    assert "normal" not in set(table["class"])
+    gradcam = table[table["map"] == "gradcam"]
     for metric in ("dice", "ssim", "dice_raw", "ssim_raw", "hull_fraction"):
-        assert table[metric].between(0, 1).all(), metric
+        assert gradcam[metric].between(0, 1).all(), metric
+    for metric in ("energy_lesion", "energy_body"):  # NaN: a map with no positive mass
+        energy = gradcam[metric]
+        assert (energy.between(0, 1) | (energy.isna() & (gradcam["map_max"] <= 0))).all()
     assert (table["mask_pixels"] > 0).all()
     assert table["probability"].between(0, 1).all()
-    assert set(table["pointing_hit"]) <= {True, False}
+    # A hit is 0 or 1, except for an all-zero map, whose pixels all tie (the mask fraction).
+    tied = ~gradcam["pointing_hit"].isin([0.0, 1.0])
+    assert (gradcam.loc[tied, "map_max"] <= 0).all()
+    assert gradcam["pointing_hit"].between(0, 1).all()
+
+
+def test_reference_maps_equal_direct_computations(
+    scored: tuple[pd.DataFrame, Path], prepared_tiny: Path
+) -> None:
+    """The prior map is the class's mean training mask; the uniform map is constant."""
+    table, _ = scored
+    dataset = PreparedDataset.open(prepared_tiny)
+    train = dataset.indices("train")
+    train = train[dataset.manifest["has_lesion_masks"].to_numpy()[train]]
+    priors = prior_maps(dataset)
+    test = dataset.indices("test")
+    position = {dataset.manifest["id"].iloc[r]: r for r in test}
+    for _, row in table[table["map"] != "gradcam"].iterrows():
+        c = dataset.classes.index(row["class"])
+        positive = train[dataset.labels[train, c] > 0]
+        prior = dataset.lesion_masks(positive)[:, c].mean(axis=0)
+        np.testing.assert_allclose(priors[c], prior)
+        image = dataset.images([position[row["id"]]])[0, 0]
+        mask = dataset.lesion_masks([position[row["id"]]])[0, c]
+        body = body_mask(image)
+        if row["map"] == "prior":
+            direct = saliency_agreement(prior, mask, body=body)
+        else:
+            direct = {
+                "dice": 0.0,  # an empty binarisation
+                "hd95": np.nan,
+                "pointing_hit": mask.mean(),  # every pixel ties: the mask's area fraction
+                "energy_lesion": mask.mean(),
+                "energy_body": body.mean(),
+            }
+        for metric, value in direct.items():
+            if metric in ("dice", "hd95", "pointing_hit", "energy_lesion", "energy_body"):
+                assert row[metric] == pytest.approx(value, nan_ok=True), (row["map"], metric)
+    prior_rows = table[table["map"] == "prior"]
+    assert not prior_rows["negligible"].any()
+
+
+def test_correct_flags_the_decision_for_the_class(
+    scored: tuple[pd.DataFrame, Path], prepared_tiny: Path
+) -> None:
+    table, _ = scored
+    gradcam = table[table["map"] == "gradcam"]
+    classes = len(PreparedDataset.open(prepared_tiny).classes)
+    # Multi-class: correct iff the class's probability is the largest; a probability above
+    # 1/2 is always the arg-max and one below 1/C never is.
+    assert gradcam.loc[gradcam["probability"] > 0.5, "correct"].all()
+    assert not gradcam.loc[gradcam["probability"] < 1 / classes, "correct"].any()
+    assert gradcam["correct"].any() and not gradcam["correct"].all()
+
+
+def test_negligible_maps_are_flagged_against_the_run_median(
+    tiny_params: Params,
+    prepared_tiny: Path,
+    trained_tiny: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A map of magnitude 1e-7 × the others is flagged, though min–max scaling makes it
+    full range."""
+    import sibnet.stages.saliency as stage
+
+    original = stage.upsample
+    calls: list[int] = []
+
+    def weak_first(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        out = original(maps, size).clone()
+        if not calls:
+            out[0] *= 1e-7
+        calls.append(1)
+        return out
+
+    monkeypatch.setattr(stage, "upsample", weak_first)
+    table = _run(untracked(tiny_params), prepared_tiny, trained_tiny, tmp_path)
+    gradcam = table[table["map"] == "gradcam"]
+    first = gradcam["id"].iloc[0]
+    assert gradcam.loc[gradcam["id"] == first, "negligible"].all()
+    others = gradcam[gradcam["id"] != first]
+    assert (others.loc[others["negligible"], "map_max"] <= 0).all()  # only all-zero maps
+    assert not others["negligible"].all()
+    summary = json.loads((tmp_path / "saliency.json").read_text())
+    assert summary["negligible_maps"] == int(gradcam["negligible"].sum())
+
+
+def test_an_earlier_layer_gives_finer_maps(
+    tiny_params: Params, prepared_tiny: Path, trained_tiny: Path, tmp_path: Path
+) -> None:
+    params = with_changes(untracked(tiny_params), saliency={"layer": "layer3"})
+    table = _run(params, prepared_tiny, trained_tiny, tmp_path)
+    assert json.loads((tmp_path / "saliency.json").read_text())["layer"] == "layer3"
+    assert (table["map"] == "gradcam").sum() > 0
+    bad = with_changes(untracked(tiny_params), saliency={"layer": "layer9"})
+    with pytest.raises(ValueError, match="no module 'layer9' for Grad-CAM; accepted"):
+        _run(bad, prepared_tiny, trained_tiny, tmp_path / "bad")
 
 
 def test_summary_matches_the_rows(scored: tuple[pd.DataFrame, Path]) -> None:
     table, folder = scored
     summary = json.loads((folder / "saliency.json").read_text())
+    reference = table[table["map"] == "prior"]
+    assert summary["reference_maps"]["prior"]["dice"] == pytest.approx(reference["dice"].mean())
+    table = table[table["map"] == "gradcam"]
     assert set(summary["metrics"]) == set(SALIENCY_METRICS)
     dice = summary["metrics"]["dice"]
     assert dice["mean"] == pytest.approx(table["dice"].mean())
@@ -121,7 +231,8 @@ def test_overlay_examples_are_the_same_images_for_any_model(
     first = np.load(folder / "saliency_examples.npz")
     second = np.load(tmp_path / "saliency_examples.npz")
     n = tiny_params.saliency.overlay_images
-    assert first["id"].tolist() == second["id"].tolist() == list(dict.fromkeys(table["id"]))[:n]
+    shown = list(dict.fromkeys(table["id"]))[:n]
+    assert first["id"].tolist() == second["id"].tolist() == shown
     np.testing.assert_array_equal(first["image"], second["image"])
     np.testing.assert_array_equal(first["mask"], second["mask"])
     assert first["saliency"].shape == (n, *dataset.image_size)
@@ -136,7 +247,8 @@ def test_max_images_caps_the_scored_images(
     params = with_changes(untracked(tiny_params), saliency={"max_images": 4, "threshold": "top10%"})
     table = _run(params, prepared_tiny, trained_tiny, tmp_path)
     assert table["id"].nunique() <= 4
-    assert not table["empty_binarisation"].any()  # top-k% always keeps some pixels
+    # top-k% always keeps some pixels of a non-constant map (the uniform map is constant)
+    assert not table.loc[table["map"] != "uniform", "empty_binarisation"].any()
 
 
 def test_rows_have_the_declared_columns_and_dtypes(scored: tuple[pd.DataFrame, Path]) -> None:

@@ -10,8 +10,26 @@ Following the SIBnet paper's protocol, one ``(H, W)`` map at input resolution is
    included),
 
 and the hull mask is scored against the ground-truth mask with Dice, HD95 and SSIM. The same
-scores on the binarised map without the hull, and the pointing game (is the map's maximum
-inside the mask), are reported too.
+scores on the binarised map without the hull are reported too, and three scores of the map
+itself, without binarisation:
+
+- the **pointing game** (Zhang et al., ECCV 2016): 1 if the map's maximum lies in the mask,
+  else 0; when several pixels share the maximum (a constant map, a plateau), the fraction of
+  them inside the mask (the expected hit of a random tie-break: a uniform map scores the mask's
+  area fraction, its chance level);
+- the **energy-based pointing game** (Wang et al., Score-CAM, CVPR-W 2020): the fraction of
+  the map's mass ``Σ max(map, 0)`` that lies inside the mask (``energy_lesion``), and the
+  fraction inside the body (``energy_body``, with a body mask, see :func:`body_mask`): maps
+  that sit in the background or the image corners score low on both. NaN for a map with no
+  positive mass;
+- ``map_max``, the map's maximum before any scaling, so a negligible map (min–max scaling
+  turns a map of magnitude 1e-7 into a full-range one) can be told from a confident one.
+
+**SSIM caveat.** SSIM of two binary masks is the paper's protocol and is reported as such, but
+it rewards empty and small predictions: against a nodule-sized mask an empty prediction scores
+about 0.99, a completely missed disc about 0.98, and a hull that contains the lesion about 0.57
+(the background dominates the windowed means). The report shows what an empty map and a prior
+map score beside it, and draws no localisation verdict from it.
 
 Degenerate cases (documented here, tested):
 
@@ -32,6 +50,7 @@ import re
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from skimage.filters import threshold_otsu
 from skimage.metrics import structural_similarity
@@ -40,10 +59,13 @@ from sibnet.metrics.masks import dice, hd95
 
 __all__ = [
     "binarise",
+    "body_mask",
     "check_threshold",
     "convex_hull_mask",
     "dice",
+    "energy_fraction",
     "hd95",
+    "pointing_game",
     "saliency_agreement",
     "scale_to_unit",
 ]
@@ -124,6 +146,39 @@ def _hull(foreground: np.ndarray) -> tuple[np.ndarray, bool]:
     return mask, False
 
 
+def body_mask(image: np.ndarray, smoothing: float = 2.0) -> np.ndarray:
+    """The body (foreground) of an ``(H, W)`` radiograph: an ``(H, W)`` bool mask.
+
+    The image is smoothed (Gaussian, ``smoothing`` px), thresholded at half its Otsu threshold
+    (dark air against brighter tissue; half, so the dark lungs stay inside), the largest
+    connected component kept and its holes filled. It needs no annotation, so it exists for
+    every dataset; on real radiographs it is an approximation (collimation, labels and
+    devices can join it).
+    """
+    smooth = ndimage.gaussian_filter(np.asarray(image, dtype=np.float64), smoothing)
+    if smooth.max() == smooth.min():
+        return np.ones(smooth.shape, dtype=bool)
+    labels, count = ndimage.label(smooth > 0.5 * threshold_otsu(smooth))
+    if count == 0:
+        return np.ones(smooth.shape, dtype=bool)
+    largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    return ndimage.binary_fill_holes(labels == largest)
+
+
+def pointing_game(saliency: np.ndarray, mask: np.ndarray) -> float:
+    """Fraction of the ``(H, W)`` map's maximal pixels that lie in ``mask`` (1 or 0 unless
+    the maximum is shared)."""
+    peaks = saliency == saliency.max()
+    return float(mask[peaks].mean())
+
+
+def energy_fraction(saliency: np.ndarray, region: np.ndarray) -> float:
+    """``Σ_region max(map, 0) / Σ max(map, 0)`` of an ``(H, W)`` map; NaN without mass."""
+    mass = np.clip(saliency, 0.0, None)
+    total = mass.sum()
+    return float(mass[region].sum() / total) if total > 0 else float("nan")
+
+
 def _scores(prediction: np.ndarray, truth: np.ndarray, spacing) -> dict[str, float]:
     return {
         "dice": dice(prediction, truth),
@@ -142,6 +197,7 @@ def saliency_agreement(
     *,
     threshold: str | float = "otsu",
     spacing: tuple[float, float] | None = None,
+    body: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Agreement of one saliency map with one ground-truth mask (see the module docstring).
 
@@ -150,11 +206,14 @@ def saliency_agreement(
         mask: ``(H, W)`` bool ground truth.
         threshold: ``"otsu"``, a fixed threshold in [0, 1], or ``"top<k>%"``.
         spacing: pixel spacing (row, column) for HD95 in physical units; pixels if ``None``.
+        body: optional ``(H, W)`` bool body mask for ``energy_body`` (NaN without it).
 
     Returns:
         ``dice``, ``hd95``, ``ssim`` of the hull mask; ``dice_raw``, ``hd95_raw``,
-        ``ssim_raw`` of the binarised map; ``pointing_hit`` (bool); ``empty_binarisation``
-        and ``hull_degenerate`` flags; ``hull_fraction`` (hull area / image area).
+        ``ssim_raw`` of the binarised map; ``pointing_hit`` (float: 1, 0, or the share of tied
+        maxima in the mask); ``energy_lesion``, ``energy_body``; ``map_max``;
+        ``empty_binarisation`` and ``hull_degenerate`` flags; ``hull_fraction`` (hull area /
+        image area).
     """
     mask = np.asarray(mask, dtype=bool)
     saliency = np.asarray(saliency, dtype=np.float64)
@@ -165,12 +224,18 @@ def saliency_agreement(
     foreground = binarise(saliency, threshold)
     hull, degenerate = _hull(foreground)
     points = int(foreground.sum())
-    peak = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
+    if body is not None and np.shape(body) != mask.shape:
+        raise ValueError(f"body {np.shape(body)} and mask {mask.shape} must have the same shape")
     result: dict[str, Any] = _scores(hull, mask, spacing)
     result.update({f"{k}_raw": v for k, v in _scores(foreground, mask, spacing).items()})
     result.update(
         {
-            "pointing_hit": bool(mask[peak]),
+            "pointing_hit": pointing_game(saliency, mask),
+            "energy_lesion": energy_fraction(saliency, mask),
+            "energy_body": (
+                float("nan") if body is None else energy_fraction(saliency, np.asarray(body, bool))
+            ),
+            "map_max": float(saliency.max()),
             "empty_binarisation": points == 0,
             "hull_degenerate": degenerate,
             "hull_fraction": float(hull.mean()),

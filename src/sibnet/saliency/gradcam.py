@@ -47,6 +47,7 @@ from sibnet.distributed import unwrap
 
 __all__ = [
     "CamMode",
+    "cam_layer",
     "cam_mode",
     "default_cam_layer",
     "grad_cam",
@@ -75,6 +76,25 @@ def default_cam_layer(model: nn.Module) -> nn.Module:
         f"no default Grad-CAM layer for {type(model).__name__}; pass the layer explicitly "
         "(the last feature map before global pooling)"
     )
+
+
+def cam_layer(model: nn.Module, name: str | None) -> nn.Module:
+    """The module called ``name`` (dotted, e.g. ``layer3``) of ``model``, or the default layer.
+
+    Raises:
+        ValueError: no such module; the message lists the model's top-level modules.
+    """
+    model = unwrap(model)
+    if name is None:
+        return default_cam_layer(model)
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        children = [child for child, _ in model.named_children()]
+        raise ValueError(
+            f"the classifier has no module {name!r} for Grad-CAM; accepted: a dotted module "
+            f"name, e.g. one of {children} or a module inside one of them"
+        ) from None
 
 
 def _last_linear(model: nn.Module) -> nn.Linear | None:
