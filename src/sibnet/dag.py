@@ -92,13 +92,19 @@ MODELS = "models/{dataset}"
 RUN = "{method}/seed{seed}"
 
 
-def _scoring_stage(name: str, outputs: dict[str, str], metrics: tuple[str, ...] = ()) -> Stage:
-    """A per-method stage that scores one trained classifier on the prepared test split."""
+def _scoring_stage(
+    name: str,
+    outputs: dict[str, str],
+    metrics: tuple[str, ...] = (),
+    also_reads: tuple[str, ...] = (),
+) -> Stage:
+    """A per-method stage that scores one trained classifier on the prepared test split
+    (``also_reads``: params keys outside its own section that it reads)."""
     return Stage(
         name=name,
         inputs={"prepared": PREPARED, "checkpoint": f"{MODELS}/{RUN}/classifier.pt"},
         outputs=outputs,
-        params=(name, "methods.{method}"),
+        params=(name, "methods.{method}", *also_reads),
         per_method=True,
         metrics=metrics,
         threads_key=f"{name}.threads",
@@ -158,6 +164,7 @@ STAGES: dict[str, Stage] = {
                 "examples": f"{RESULTS}/{RUN}/saliency_examples.npz",
             },
             metrics=("summary",),
+            also_reads=("evaluate.threshold",),
         ),
         Stage(
             name="segment",

@@ -127,24 +127,45 @@ def _write_run(
         block.insert(0, "sigma", sigma)
         blocks.append(block)
     pd.concat(blocks).to_parquet(_path(root, "robustness", "predictions", method, seed))
+    added = np.array(SIGMAS) * 0.9  # clipping shrinks what is added
+    pd.DataFrame(
+        {
+            "sigma": SIGMAS,
+            "noise_mean_measured": added / 10,
+            "noise_std_measured": added,
+            "total_noise_std": np.hypot(0.04, added),
+        }
+    ).to_parquet(_path(root, "robustness", "robustness", method, seed))
     findings = [(i, CLASSES[i % 3]) for i in range(N) if i % 3]
     dice = np.clip(skill / 4 + rng.normal(0, 0.05, len(findings)), 0, 1)
     hd95 = rng.uniform(1, 20, len(findings))
     hd95[::7] = np.nan
-    saliency_rows = pd.DataFrame(
+    gradcam = pd.DataFrame(
         {
             "method": method,
             "seed": seed,
             "id": [ids[i] for i, _ in findings],
             "class": [c for _, c in findings],
+            "map": "gradcam",
+            "correct": rng.random(len(findings)) < 0.7,
             "dice": dice,
             "hd95": hd95,
             "ssim": dice / 2,
             "dice_raw": dice,
-            "pointing_hit": dice > 0.3,
+            "pointing_hit": (dice > 0.3).astype(float),
+            "energy_lesion": dice / 3,
+            "energy_body": 0.9,
+            "negligible": False,
             "empty_binarisation": False,
         }
     )
+    # The reference maps: the same for every run (they depend on the data only).
+    fixed = np.random.default_rng(99).random(len(findings))
+    prior = gradcam.assign(map="prior", dice=fixed, hd95=5 + fixed, energy_lesion=fixed / 2)
+    uniform = gradcam.assign(
+        map="uniform", dice=0.0, hd95=np.nan, ssim=0.99, pointing_hit=0.1, energy_lesion=0.1
+    )
+    saliency_rows = pd.concat([gradcam, prior, uniform], ignore_index=True)
     if skip_saliency:
         _write_skipped_saliency(root, method, seed, NO_LESIONS)
     else:
@@ -243,7 +264,11 @@ def test_clean_auc_is_the_mean_over_seeds_with_a_paired_delta(reported) -> None:
     assert better["mean"] == pytest.approx(aucs["better"], abs=1e-6)
     assert better["delta"] == pytest.approx(aucs["better"] - aucs["plain"], abs=1e-6)
     assert better["ci_low"] <= better["mean"] <= better["ci_high"]
-    assert better["delta_ci_low"] > 0  # skill 3 vs 1 on 60 images: clearly better
+    assert better["image_delta_ci_low"] > 0  # skill 3 vs 1 on 60 images: clearly better
+    # Two seeds: the seed-level interval (t with about 1 df) is far wider than the image one.
+    width = better["delta_ci_high"] - better["delta_ci_low"]
+    assert width > 2 * (better["image_delta_ci_high"] - better["image_delta_ci_low"])
+    assert better["verdict"] in ("higher", "no clear difference")
     plain = metrics["clean_auc"]["plain"]
     assert plain["delta"] == 0 and plain["delta_ci_low"] == plain["delta_ci_high"] == 0
     assert plain["sd"] is not None  # two seeds
@@ -267,11 +292,23 @@ def test_saliency_table_pools_seeds_per_map(reported) -> None:
     rows = pd.concat(
         pd.read_parquet(_path(root, "saliency", "saliency", "better", s)) for s in (0, 1)
     )
-    per_map = rows.groupby(["id", "class"])["dice"].mean()
-    assert metrics["saliency"]["better"]["dice"]["mean"] == pytest.approx(per_map.mean(), 1e-6)
-    hd95 = rows.groupby(["id", "class"])["hd95"].mean()  # NaN-skipping mean over seeds
+    rows = rows[rows["map"] == "gradcam"]
+    per_seed = rows.groupby("seed")["dice"].mean()
+    assert metrics["saliency"]["better"]["dice"]["mean"] == pytest.approx(per_seed.mean(), 1e-6)
+    hd95 = rows.groupby("seed")["hd95"].mean()  # each run over its defined maps
     assert metrics["saliency"]["better"]["hd95"]["mean"] == pytest.approx(hd95.mean(), 1e-6)
     assert metrics["saliency"]["better"]["dice"]["delta_ci_low"] > 0
+    # Per class, with verdicts, and the reference maps beside the methods.
+    nodule = metrics["saliency_per_class"]["nodule"]
+    assert nodule["better"]["dice"]["verdict"] == "higher"
+    assert nodule["better"]["ssim"]["verdict"] is None  # never a verdict on SSIM
+    prior = rows[rows["class"] == "nodule"]  # the prior map's direct mean, from any run
+    first = pd.read_parquet(_path(root, "saliency", "saliency", "plain", 0))
+    direct = first[(first["map"] == "prior") & (first["class"] == "nodule")]["dice"].mean()
+    assert nodule["prior map"]["dice"]["mean"] == pytest.approx(direct, abs=1e-6)
+    assert nodule["uniform map"]["ssim"]["mean"] == pytest.approx(0.99)
+    assert nodule["prior map"]["dice"]["verdict"] is None
+    assert len(prior) > 0
 
 
 def test_report_folder_summary_and_plot_data(reported) -> None:
@@ -284,7 +321,10 @@ def test_report_folder_summary_and_plot_data(reported) -> None:
     inputs = [line for line in summary.splitlines() if line.startswith("| `")]
     # Per method: 5 files per seed (predictions, noisy predictions, saliency, segmentation,
     # history), plus the saliency and segmentation examples of the first seed.
-    assert "## Inputs" in summary and len(inputs) == 2 * (2 * 5 + 2)
+    # And the first run's robustness table (the noise really added).
+    assert "## Inputs" in summary and len(inputs) == 2 * (2 * 5 + 2) + 1
+    assert "*total noise std*" in summary and "### All classes pooled" in summary
+    assert "| *prior map* |" in summary and "Holm" in summary
     for png in folder.glob("*.png"):
         assert png.read_bytes().startswith(b"\x89PNG")
     noise = pd.read_csv(root / "results/plots/auc_vs_noise.csv")
@@ -413,8 +453,8 @@ def test_a_skipped_stage_is_a_sentence_in_the_summary_without_figures(
     for name in SKIPPED_FIGURES:
         assert (f"]({name})" in summary) == (name not in left_out), name
     assert "## Saliency agreement with the lesion masks" in summary
-    assert ("| method | seeds | maps (empty binarisations) |" in summary) != saliency_skipped
-    assert ("Medians over scored maps" in summary) != saliency_skipped
+    assert ("| map | seeds | maps (empty, negligible) |" in summary) != saliency_skipped
+    assert ("### Correctly and wrongly classified images" in summary) != saliency_skipped
     assert (f"Saliency agreement was not scored: {NO_LESIONS}." in summary) == saliency_skipped
     assert "## Segmentation from the classifiers' encoders" in summary
     assert ("| method | mode | seeds |" in summary) != segmentation_skipped
@@ -444,6 +484,8 @@ def test_a_skipped_stage_still_writes_its_tables_with_the_header_only(
         "ssim",
         "dice_raw",
         "pointing_hit",
+        "energy_lesion",
+        "energy_body",
     ]
     noise = pd.read_csv(root / "results/plots/auc_vs_noise.csv")
     pd.testing.assert_frame_equal(noise, pd.read_csv(full_root / "results/plots/auc_vs_noise.csv"))

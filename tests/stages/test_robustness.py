@@ -32,7 +32,7 @@ def test_unclipped_noise_has_the_requested_standard_deviation(
     added = _stack(noisy) - _stack(test_images)  # 25 images of 64×64: ~100k samples
     assert added.mean() == pytest.approx(0.0, abs=3 * sigma / np.sqrt(added.size) + 1e-7)
     assert added.std() == pytest.approx(sigma, rel=0.02)
-    assert noisy.injected_std() == pytest.approx(added.std(), rel=1e-6)
+    assert noisy.injected() == pytest.approx((added.mean(), added.std()), rel=1e-6, abs=1e-9)
 
 
 def test_clipping_keeps_intensities_in_range(test_images: PreparedImages) -> None:
@@ -40,7 +40,8 @@ def test_clipping_keeps_intensities_in_range(test_images: PreparedImages) -> Non
     unclipped = _stack(NoisyImages(test_images, 0.1, clip=False, noise_seed=0))
     assert clipped.min() >= 0.0 and clipped.max() <= 1.0
     assert unclipped.min() < 0.0  # the phantom's dark background goes negative
-    assert NoisyImages(test_images, 0.1, clip=True, noise_seed=0).injected_std() < 0.1
+    mean, std = NoisyImages(test_images, 0.1, clip=True, noise_seed=0).injected()
+    assert std < 0.1 and mean > 0  # clipping at the dark background: one-sided
 
 
 def test_noise_is_seeded_by_noise_seed_and_sigma(test_images: PreparedImages) -> None:
@@ -95,6 +96,11 @@ def test_robustness_table_and_clean_auc_equal_to_evaluate(
     np.testing.assert_allclose(
         stored["noise_std_measured"], stored["sigma"], rtol=0.1
     )  # clipping shrinks it a little
+    own = params.prepare.phantom.noise_std  # the phantom's own pixel noise
+    assert (stored["intrinsic_noise_std"] == own).all()
+    np.testing.assert_allclose(
+        stored["total_noise_std"], np.hypot(own, stored["noise_std_measured"]), rtol=1e-12
+    )
 
     noisy = pd.read_parquet(tmp_path / "robustness_predictions.parquet")
     evaluated = pd.read_parquet(tmp_path / "predictions.parquet")

@@ -8,6 +8,13 @@ The noise of each σ is drawn from a NumPy generator seeded by ``robustness.nois
 itself (not its position in the list), image after image in manifest order, so every method
 and seed is scored on exactly the same noisy images, and adding a σ leaves the others' noise
 unchanged. At σ = 0 the images are untouched and the AUC equals the evaluate stage's.
+
+Each σ's row also records what was really added (``noise_mean_measured``,
+``noise_std_measured``, after clipping) and, where the dataset's own pixel noise σ₀ is known
+(the phantom's ``noise_std``), the total ``√(σ₀² + std²)``. On the phantom (σ₀ = 0.04) σ =
+0.005 and 0.01 raise the total only to about 0.040 and 0.041: nearly clean. Clipping at 0 on
+the dark background keeps only the positive half of the noise there, so the added noise is
+one-sided (positive mean, std below σ).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import pandas as pd
 import torch
 
 from sibnet.config import Params
-from sibnet.data.prepared import PreparedImages
+from sibnet.data.prepared import PreparedDataset, PreparedImages
 from sibnet.engine import make_loader
 from sibnet.files import atomic_file
 from sibnet.reproducibility import configure_torch
@@ -33,7 +40,13 @@ from sibnet.stages.common import (
 )
 from sibnet.tracking import start_run
 
-__all__ = ["ROBUSTNESS_COLUMNS", "NoisyImages", "noise_generator", "robustness"]
+__all__ = [
+    "ROBUSTNESS_COLUMNS",
+    "NoisyImages",
+    "intrinsic_noise_std",
+    "noise_generator",
+    "robustness",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +66,9 @@ ROBUSTNESS_COLUMNS = (
     "balanced_accuracy",
     "n_images",
     "noise_std_measured",
+    "noise_mean_measured",
+    "intrinsic_noise_std",
+    "total_noise_std",
 )
 """Columns of ``robustness.parquet`` (then ``auc_<class>`` per class)."""
 
@@ -88,15 +104,30 @@ class NoisyImages(torch.utils.data.Dataset):
                 image = image.clamp(0.0, 1.0)
         return image, target
 
-    def injected_std(self) -> float:
-        """Standard deviation of what was actually added (after clipping), over all pixels."""
+    def injected(self) -> tuple[float, float]:
+        """``(mean, std)`` of what was actually added (after clipping), over all pixels.
+
+        Clipping at 0 cuts the negative half of the noise on the dark background (and at 1 the
+        positive half on saturated pixels), so the added noise is one-sided there: its mean is
+        then positive and its standard deviation below σ.
+        """
         if self.noise is None:
-            return 0.0
+            return 0.0, 0.0
         clean = self.images.dataset.images(self.images.rows)  # one gather: (N, 1, H, W)
         noisy = clean + self.noise
         if self.clip:
             noisy = np.clip(noisy, 0.0, 1.0)
-        return float((noisy - clean).std(dtype=np.float64))
+        added = noisy - clean
+        return float(added.mean(dtype=np.float64)), float(added.std(dtype=np.float64))
+
+
+def intrinsic_noise_std(dataset: PreparedDataset) -> float:
+    """The dataset's own pixel noise σ₀ where it is known (the phantom's ``noise_std``), else
+    NaN (real images: unknown)."""
+    source = dataset.meta.get("source") or {}
+    if source.get("adapter") == "phantom" and source.get("noise_std") is not None:
+        return float(source["noise_std"])
+    return float("nan")
 
 
 def robustness(
@@ -124,6 +155,7 @@ def robustness(
     model, _, dataset = open_classifier(params, method, checkpoint, prepared)
     test_set = PreparedImages(dataset, "test")
     ids = dataset.manifest["id"].to_numpy()[test_set.rows]
+    own_noise = intrinsic_noise_std(dataset)
 
     rows: list[dict[str, Any]] = []
     blocks: list[pd.DataFrame] = []
@@ -138,6 +170,7 @@ def robustness(
                 model, loader, dataset, settings, description=f"σ={sigma:g}"
             )
             low, high = scores["macro_auc_ci"] or (float("nan"), float("nan"))
+            added_mean, added_std = noisy.injected()
             rows.append(
                 {
                     **run_description(params, method, seed),
@@ -152,7 +185,10 @@ def robustness(
                     "accuracy": scores["accuracy"],
                     "balanced_accuracy": scores["balanced_accuracy"],
                     "n_images": scores["n_images"],
-                    "noise_std_measured": noisy.injected_std(),
+                    "noise_std_measured": added_std,
+                    "noise_mean_measured": added_mean,
+                    "intrinsic_noise_std": own_noise,
+                    "total_noise_std": float(np.hypot(own_noise, added_std)),
                     **{
                         f"auc_{name}": _nan_if_none(auc)
                         for name, auc in scores["per_class_auc"].items()
