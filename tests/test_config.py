@@ -16,6 +16,25 @@ def test_shipped_params_are_valid(path: Path) -> None:
     assert set(params.pipeline.methods) <= set(params.methods)
 
 
+@pytest.mark.parametrize("study", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda p: p.name)
+def test_studies_are_the_shipped_params_but_for_their_study_keys(study: Path) -> None:
+    """A study file is the default params with a few keys changed (kept from drifting)."""
+    found = load_params(study).model_dump(mode="json")
+    shipped = load_params(ROOT / "params.yaml").model_dump(mode="json")
+    assert found["pipeline"]["seeds"] != shipped["pipeline"]["seeds"]
+    found["pipeline"]["seeds"] = shipped["pipeline"]["seeds"]
+    assert found == shipped
+
+
+@pytest.mark.parametrize(
+    ("saliency", "message"),
+    [({"layer": "layer 3"}, "saliency.layer"), ({"negligible": 1.5}, "saliency.negligible")],
+)
+def test_saliency_layer_and_negligible_are_checked(saliency: dict, message: str) -> None:
+    with pytest.raises(ParamsError, match=message):
+        validate_params({"saliency": saliency})
+
+
 def test_defaults_equal_the_shipped_params_file() -> None:
     """params.yaml documents the defaults: it must spell out exactly the schema's defaults."""
     assert load_params(ROOT / "params.yaml") == Params()
