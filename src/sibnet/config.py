@@ -303,22 +303,20 @@ class MethodParams(_Section):
     attention_reduction: int = Field(16, ge=1)
     attention_min_hidden: int = Field(8, ge=1)
 
+    def _refuse_keys(self, keys: tuple[str, ...], which: str, remedy: str) -> None:
+        """Raise if any of ``keys`` was set although it does not apply (``which``)."""
+        stray = sorted(set(keys) & self.model_fields_set)
+        if stray:
+            raise ValueError(f"{stray} apply only to {which}; remove them or set {remedy}")
+
     @model_validator(mode="after")
     def _objective_keys(self) -> MethodParams:
         if self.attention == "none":
-            stray = sorted(set(_ATTENTION_ONLY) & self.model_fields_set)
-            if stray:
-                raise ValueError(
-                    f"{stray} apply only to attention 'se' or 'cbam'; remove them or set "
-                    "attention: se or attention: cbam"
-                )
+            self._refuse_keys(
+                _ATTENTION_ONLY, "attention 'se' or 'cbam'", "attention: se or attention: cbam"
+            )
         if self.objective == "cross_entropy":
-            stray = sorted(set(_SIBNET_ONLY) & self.model_fields_set)
-            if stray:
-                raise ValueError(
-                    f"{stray} apply only to objective 'sibnet'; remove them or set "
-                    "objective: sibnet"
-                )
+            self._refuse_keys(_SIBNET_ONLY, "objective 'sibnet'", "objective: sibnet")
         elif self.lambda_cd == 0 and self.lambda_sc == 0:
             raise ValueError("objective 'sibnet' needs lambda_cd > 0 or lambda_sc > 0")
         if self.sc_kernel % 2 == 0:
