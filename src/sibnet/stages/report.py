@@ -14,12 +14,15 @@ Reads, for every method of ``pipeline.methods`` and seed of ``pipeline.seeds``, 
 
 and logs all of it to an MLflow run (stage ``report``).
 
-Tables: clean test macro AUC; macro AUC at every noise σ; saliency Dice, HD95, SSIM (convex
-hull), Dice without the hull and the pointing game. Each gives the mean over seeds, its 95%
-percentile-bootstrap interval over test images (paired over seeds), the standard deviation over
-seeds, and the difference Δ from ``report.reference`` with its paired interval (see
-:mod:`sibnet.metrics.comparison`). Segmentation transfer (Dice / HD95 of frozen encoders) joins
-these tables when that stage exists.
+Tables: clean test macro AUC; macro AUC at every noise σ (with the noise really added and the
+total noise std); saliency per class and pooled — Dice, HD95, SSIM (convex hull; the paper's
+protocol, never a verdict), Dice without the hull, the pointing game and the energy-based
+pointing games — with the label-only prior-map and uniform-map rows, and a split by correctly
+and wrongly classified images; segmentation transfer (Dice / HD95 per mode). Each gives the
+mean over seeds, its percentile-bootstrap interval over test images, the standard deviation
+over seeds, and the difference Δ from ``report.reference`` with its interval over seeds and
+test images and a Holm-corrected verdict per table (none with one seed; see
+:mod:`sibnet.metrics.comparison`).
 
 Stages that had nothing to do on this dataset: ``segment`` with an empty
 ``segment.structures`` (no organ masks) and ``saliency`` when no test image has a positive
@@ -652,10 +655,7 @@ def _delta_cells(row: Any, digits: int = 3) -> str:
     """``Δ | interval | p | verdict`` cells of a comparison row (the image-only interval, marked
     so, when there is no seed-level one)."""
     delta = _value(row["delta"], digits, sign=True)
-    if math.isfinite(row["delta_ci_low"]):
-        interval = _ci(row, "delta_ci_low", "delta_ci_high", digits)
-    else:
-        interval = _ci(row, "image_delta_ci_low", "image_delta_ci_high", digits) + " (images only)"
+    interval = _delta_interval(row, digits)
     p = row["p_holm"] if "p_holm" in row.index else float("nan")
     p_text = f"{p:.3g}" if math.isfinite(p) else "–"
     return f"{delta} | {interval} | {p_text} | {row['verdict'] or ''}"
@@ -816,12 +816,8 @@ def _noise_markdown(params: Params, noise: pd.DataFrame) -> list[str]:
             continue
         cells = []
         for _, r in block.sort_values("sigma").iterrows():
-            if math.isfinite(r["delta_ci_low"]):
-                interval = _ci(r, "delta_ci_low", "delta_ci_high")
-            else:
-                interval = _ci(r, "image_delta_ci_low", "image_delta_ci_high") + " (images)"
             verdict = "" if r["verdict"] == NO_SEED_VERDICT else f" {r['verdict']}"
-            cells.append(f"{_value(r['delta'], sign=True)} {interval}{verdict}")
+            cells.append(f"{_value(r['delta'], sign=True)} {_delta_interval(r)}{verdict}")
         lines.append(f"| {method} | {' | '.join(cells)} |")
     return lines
 
@@ -832,11 +828,6 @@ def _saliency_markdown(params: Params, saliency: pd.DataFrame, rows: pd.DataFram
     ref = params.report.reference
     methods = list(params.pipeline.methods)
     gradcam = rows[rows["map"] == "gradcam"]
-    counts = gradcam.groupby("method", sort=False).agg(
-        maps=("dice", "size"),
-        empty=("empty_binarisation", "sum"),
-        negligible=("negligible", "sum"),
-    )
     titles = [SALIENCY_SCORES[s] for s in SALIENCY_SCORES]
     layer = params.saliency.layer or "the last feature map"
     lines = [
@@ -871,16 +862,13 @@ def _saliency_markdown(params: Params, saliency: pd.DataFrame, rows: pd.DataFram
                 f"{_value(rows_of.loc[s, 'mean'])} {_ci(rows_of.loc[s])}" for s in SALIENCY_SCORES
             ]
             if method in methods:
-                if method in counts.index:
-                    total = gradcam[(gradcam["method"] == method)]
-                    if name != POOLED:
-                        total = total[total["class"] == name]
-                    count = (
-                        f"{len(total)} ({int(total['empty_binarisation'].sum())}, "
-                        f"{int(total['negligible'].sum())})"
-                    )
-                else:
-                    count = "0"
+                maps = gradcam[gradcam["method"] == method]
+                if name != POOLED:
+                    maps = maps[maps["class"] == name]
+                count = (
+                    f"{len(maps)} ({int(maps['empty_binarisation'].sum())}, "
+                    f"{int(maps['negligible'].sum())})"
+                )
                 deltas = [
                     ""
                     if method == ref
@@ -900,10 +888,11 @@ def _saliency_markdown(params: Params, saliency: pd.DataFrame, rows: pd.DataFram
     return lines
 
 
-def _delta_interval(row: Any) -> str:
+def _delta_interval(row: Any, digits: int = 3) -> str:
+    """Δ's interval over seeds and images, or its image-only interval marked so (one seed)."""
     if math.isfinite(row["delta_ci_low"]):
-        return _ci(row, "delta_ci_low", "delta_ci_high")
-    return _ci(row, "image_delta_ci_low", "image_delta_ci_high") + " (images only)"
+        return _ci(row, "delta_ci_low", "delta_ci_high", digits)
+    return _ci(row, "image_delta_ci_low", "image_delta_ci_high", digits) + " (images only)"
 
 
 def _correct_split_markdown(gradcam: pd.DataFrame, methods: Sequence[str]) -> list[str]:
