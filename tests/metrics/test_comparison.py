@@ -9,6 +9,7 @@ import pytest
 from sibnet.metrics.classification import bootstrap_macro_aucs, macro_auc
 from sibnet.metrics.comparison import (
     COMPARISON_COLUMNS,
+    NO_INTERVAL_VERDICT,
     NO_SEED_VERDICT,
     add_verdicts,
     cluster_bootstrap_means,
@@ -147,6 +148,7 @@ def test_verdicts_are_holm_adjusted_within_the_table() -> None:
     table = pd.DataFrame(
         {
             "method": ["ref", "a", "b", "c", "d"],
+            "n_seeds": [3, 3, 3, 3, 1],
             "delta": [0.0, 0.1, -0.1, 0.1, 0.2],
             "p_value": [np.nan, 0.02, 0.012, 0.3, np.nan],
         }
@@ -166,6 +168,18 @@ def test_verdicts_are_holm_adjusted_within_the_table() -> None:
         table, confidence=0.95, reference="ref", family=table["method"].isin(["a"])
     ).set_index("method")
     assert only.loc["a", "p_holm"] == pytest.approx(0.02) and only.loc["b", "verdict"] == ""
+
+
+def test_no_resamples_is_not_mistaken_for_one_seed() -> None:
+    probs, targets = _models({"ref": [0.5, 0.6, 0.7], "new": [2.0, 2.1, 2.2]})
+    for resamples in (0, 1):
+        table = compare_aucs(
+            probs, targets, reference="ref", resamples=resamples, confidence=0.95, seed=0
+        )
+        out = add_verdicts(table, confidence=0.95, reference="ref").set_index("method")
+        assert out.loc["new", "verdict"] == NO_INTERVAL_VERDICT
+    table = compare_aucs(probs, targets, reference="ref", **BOOT)
+    assert add_verdicts(table, confidence=0.95, reference="ref").iloc[1]["verdict"] == "higher"
 
 
 def test_paired_hd95_is_not_fooled_by_undefined_hard_items() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -161,9 +162,25 @@ def _write_run(
     )
     # The reference maps: the same for every run (they depend on the data only).
     fixed = np.random.default_rng(99).random(len(findings))
-    prior = gradcam.assign(map="prior", dice=fixed, hd95=5 + fixed, energy_lesion=fixed / 2)
+    prior = gradcam.assign(
+        map="prior",
+        dice=fixed,
+        hd95=5 + fixed,
+        ssim=fixed / 2,
+        dice_raw=fixed,
+        pointing_hit=(fixed > 0.5).astype(float),
+        energy_lesion=fixed / 2,
+        energy_body=0.95,
+    )
     uniform = gradcam.assign(
-        map="uniform", dice=0.0, hd95=np.nan, ssim=0.99, pointing_hit=0.1, energy_lesion=0.1
+        map="uniform",
+        dice=0.0,
+        hd95=np.nan,
+        ssim=0.99,
+        dice_raw=0.0,
+        pointing_hit=0.1,
+        energy_lesion=0.1,
+        energy_body=0.7,
     )
     saliency_rows = pd.concat([gradcam, prior, uniform], ignore_index=True)
     if skip_saliency:
@@ -358,8 +375,6 @@ def test_report_is_deterministic(reported, tmp_path: Path) -> None:
 
 
 def test_runs_scored_on_other_images_are_refused(reported, tmp_path: Path) -> None:
-    import shutil
-
     params, root, _ = reported
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
@@ -509,6 +524,18 @@ def test_runs_that_disagree_on_a_skip_are_refused(reported, tmp_path: Path, stag
     ):
         _report(params, copy)
     assert not (copy / "results/report").exists()
+
+
+def test_runs_with_other_reference_maps_are_refused(reported, tmp_path: Path) -> None:
+    params, root, _ = reported
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    path = _path(copy, "saliency", "saliency", "better", 1)
+    rows = pd.read_parquet(path)
+    rows.loc[rows["map"] == "prior", "dice"] += 0.1
+    rows.to_parquet(path)
+    with pytest.raises(ReportError, match="reference-map scores of better/seed1 differ"):
+        _report(params, copy)
 
 
 def test_empty_rows_without_a_skip_reason_are_refused(tmp_path: Path) -> None:

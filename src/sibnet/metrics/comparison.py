@@ -97,6 +97,10 @@ VERDICT_COLUMNS = ("p_holm", "verdict")
 NO_SEED_VERDICT = "no verdict (one seed)"
 """The verdict of a comparison without two seeds of both methods."""
 
+NO_INTERVAL_VERDICT = "no verdict (no interval)"
+"""The verdict of a comparison with seeds enough but no interval (no bootstrap resamples, or
+no item defined for both methods)."""
+
 
 _REFERENCE_DELTA = {
     "delta": 0.0,
@@ -211,10 +215,13 @@ def add_verdicts(
 
     Verdicts: ``higher`` / ``lower`` (the adjusted p-value is below ``1 − confidence``: the
     method's score is higher / lower than the reference's), ``no clear difference``,
-    :data:`NO_SEED_VERDICT` (fewer than two seeds of a method), ``reference``.
+    :data:`NO_SEED_VERDICT` (fewer than two seeds of the method or of the reference),
+    :data:`NO_INTERVAL_VERDICT` (no p-value for another reason: ``bootstrap`` 0, or no item
+    defined for both), ``reference``.
     """
     table = table.copy()
     is_reference = table["method"] == reference
+    reference_seeds = int(table.loc[is_reference, "n_seeds"].min()) if is_reference.any() else 0
     family = ~is_reference if family is None else (family & ~is_reference)
     table["p_holm"] = np.nan
     table.loc[family, "p_holm"] = holm(table.loc[family, "p_value"].to_numpy(np.float64))
@@ -226,7 +233,8 @@ def add_verdicts(
         if not family[row.name]:
             return ""
         if not math.isfinite(row["p_holm"]):
-            return NO_SEED_VERDICT
+            few = min(int(row["n_seeds"]), reference_seeds) < 2
+            return NO_SEED_VERDICT if few else NO_INTERVAL_VERDICT
         if row["p_holm"] >= alpha:
             return "no clear difference"
         return "higher" if row["delta"] > 0 else "lower"

@@ -220,6 +220,7 @@ def _saliency_table(
     first = rows[
         (rows["method"] == rows["method"].iloc[0]) & (rows["seed"] == rows["seed"].iloc[0])
     ]
+    _check_reference_maps(rows, first)
     every = pd.concat(
         [gradcam, *(first[first["map"] == m].assign(method=n) for m, n in REFERENCE_ROWS.items())],
         ignore_index=True,
@@ -244,6 +245,33 @@ def _saliency_table(
     return add_verdicts(table, confidence=boot["confidence"], reference=reference, family=family)[
         columns
     ]
+
+
+def _check_reference_maps(rows: pd.DataFrame, first: pd.DataFrame) -> None:
+    """Refuse runs whose reference-map scores differ from the first run's (they depend on the
+    data only, so a difference means stale outputs)."""
+    columns = ["id", "class", "map", *SALIENCY_SCORES]
+
+    def scores(block: pd.DataFrame) -> pd.DataFrame:
+        block = block[block["map"] != "gradcam"][columns]
+        return block.sort_values(["id", "class", "map"]).reset_index(drop=True)
+
+    expected = scores(first)
+    for (method, seed), block in rows.groupby(["method", "seed"], sort=False):
+        found = scores(block)
+        same = found.shape == expected.shape and all(
+            found[c].equals(expected[c])
+            if c in ("id", "class", "map")
+            else np.allclose(found[c], expected[c], equal_nan=True)
+            for c in columns
+        )
+        if not same:
+            raise ReportError(
+                f"the prior/uniform reference-map scores of {method}/seed{seed} differ from "
+                f"{first['method'].iloc[0]}/seed{first['seed'].iloc[0]}'s; they depend on the "
+                "data only, so some saliency outputs are stale (rerun saliency for every run: "
+                "snakemake --cores all, or dvc repro)"
+            )
 
 
 def report(
