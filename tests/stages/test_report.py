@@ -374,14 +374,32 @@ def test_report_is_deterministic(reported, tmp_path: Path) -> None:
     assert first == second
 
 
-def test_runs_scored_on_other_images_are_refused(reported, tmp_path: Path) -> None:
+def _drop_last_prediction(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.iloc[:-1]
+
+
+def _shift_prior_dice(rows: pd.DataFrame) -> pd.DataFrame:
+    rows.loc[rows["map"] == "prior", "dice"] += 0.1
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("stage_name", "output", "edit", "message"),
+    [
+        ("evaluate", "predictions", _drop_last_prediction, "other test images"),
+        ("saliency", "saliency", _shift_prior_dice, "reference-map scores of better/seed1 differ"),
+    ],
+)
+def test_runs_that_disagree_with_the_first_run_are_refused(
+    reported, tmp_path: Path, stage_name: str, output: str, edit, message: str
+) -> None:
+    """Stale outputs: other test images, or reference maps that differ between runs."""
     params, root, _ = reported
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
-    path = _path(copy, "evaluate", "predictions", "better", 1)
-    frame = pd.read_parquet(path)
-    frame.iloc[:-1].to_parquet(path)
-    with pytest.raises(ReportError, match="other test images"):
+    path = _path(copy, stage_name, output, "better", 1)
+    edit(pd.read_parquet(path)).to_parquet(path)
+    with pytest.raises(ReportError, match=message):
         _report(params, copy)
 
 
@@ -524,18 +542,6 @@ def test_runs_that_disagree_on_a_skip_are_refused(reported, tmp_path: Path, stag
     ):
         _report(params, copy)
     assert not (copy / "results/report").exists()
-
-
-def test_runs_with_other_reference_maps_are_refused(reported, tmp_path: Path) -> None:
-    params, root, _ = reported
-    copy = tmp_path / "copy"
-    shutil.copytree(root, copy)
-    path = _path(copy, "saliency", "saliency", "better", 1)
-    rows = pd.read_parquet(path)
-    rows.loc[rows["map"] == "prior", "dice"] += 0.1
-    rows.to_parquet(path)
-    with pytest.raises(ReportError, match="reference-map scores of better/seed1 differ"):
-        _report(params, copy)
 
 
 def test_empty_rows_without_a_skip_reason_are_refused(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "bootstrap_macro_auc",
     "bootstrap_macro_aucs",
     "classification_metrics",
+    "decisions",
     "macro_auc",
     "per_class_auc",
 ]
@@ -149,7 +150,9 @@ def bootstrap_macro_auc(
     return percentile_interval(macros.mean(axis=1), confidence)
 
 
-def _predictions(probabilities: np.ndarray, task: str, threshold: float) -> np.ndarray:
+def decisions(probabilities: np.ndarray, task: str, threshold: float = 0.5) -> np.ndarray:
+    """``(N, C)`` int8 0/1 decisions from ``(N, C)`` scores: the arg-max class (multi-class) or
+    every label with probability ≥ ``threshold`` (multi-label)."""
     if task == "multiclass":
         return np.eye(probabilities.shape[1], dtype=np.int8)[probabilities.argmax(axis=1)]
     if task == "multilabel":
@@ -163,7 +166,7 @@ def accuracy(
     """Multi-class: fraction of images whose arg-max class is right. Multi-label: fraction of
     (image, label) decisions at ``threshold`` that are right."""
     probabilities, targets = _check(probabilities, targets)
-    predicted = _predictions(probabilities, task, threshold)
+    predicted = decisions(probabilities, task, threshold)
     if task == "multiclass":
         return float((predicted.argmax(1) == targets.argmax(1)).mean())
     return float((predicted == targets).mean())
@@ -175,7 +178,7 @@ def balanced_accuracy(
     """Multi-class: mean recall over the classes present. Multi-label: mean over labels of
     (sensitivity + specificity) / 2, each over the labels where it is defined."""
     probabilities, targets = _check(probabilities, targets)
-    predicted = _predictions(probabilities, task, threshold).astype(bool)
+    predicted = decisions(probabilities, task, threshold).astype(bool)
     truth = targets.astype(bool)
     with np.errstate(invalid="ignore", divide="ignore"):
         sensitivity = (predicted & truth).sum(0) / truth.sum(0)

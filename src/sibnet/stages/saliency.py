@@ -54,6 +54,7 @@ from sibnet.data.prepared import PreparedDataset
 from sibnet.engine import probabilities
 from sibnet.files import atomic_file, write_json, write_npz
 from sibnet.metrics.bootstrap import summarise
+from sibnet.metrics.classification import decisions
 from sibnet.metrics.saliency import (
     binarise,
     body_mask,
@@ -175,13 +176,6 @@ def prior_maps(dataset: PreparedDataset, batch_size: int = 256) -> np.ndarray:
     return totals / np.maximum(counts, 1.0)[:, None, None]
 
 
-def _correct(probs: np.ndarray, task: str, threshold: float) -> np.ndarray:
-    """``(n, C)`` bool: class ``c`` of image ``i`` was decided right for a positive label."""
-    if task == "multiclass":
-        return probs.argmax(axis=1)[:, None] == np.arange(probs.shape[1])[None, :]
-    return probs >= threshold
-
-
 def saliency(
     params: Params,
     *,
@@ -241,7 +235,7 @@ def saliency(
                 continue
             logits, maps = logits_and_grad_cam(model, torch.from_numpy(images), layer=layer)
             probs = probabilities(logits.detach(), dataset.task).numpy()
-            correct = _correct(probs, dataset.task, params.evaluate.threshold)
+            correct = decisions(probs, dataset.task, params.evaluate.threshold).astype(bool)
             maps = upsample(maps, (height, width)).numpy()
             bodies: dict[int, np.ndarray] = {}
             for i, c in pairs:
