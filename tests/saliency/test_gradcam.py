@@ -135,3 +135,25 @@ def test_cam_mode_leaves_batchnorm_statistics_alone() -> None:
 def test_unknown_model_needs_an_explicit_layer() -> None:
     with pytest.raises(ValueError, match="pass the layer explicitly"):
         default_cam_layer(nn.Sequential(nn.Conv2d(1, 2, 3)))
+
+
+@pytest.mark.parametrize("alpha_grad", [True, False])
+def test_alpha_gradient_is_the_same_in_both_modes(alpha_grad: bool) -> None:
+    """``alpha_grad=False`` (captum's α, a constant) gives the same gradients in closed form and
+    through autograd; with it on, the closed form's α = W / (h·w) takes gradient."""
+    model = _model("resnet10_small").train()
+    images = torch.rand(3, 1, 64, 64)
+    gradients = {}
+    for mode in ("closed_form", "autograd"):
+        model.zero_grad()
+        _, maps = logits_and_grad_cam(
+            model, images, create_graph=True, relu=False, mode=mode, alpha_grad=alpha_grad
+        )
+        (maps**2).sum().backward()
+        gradients[mode] = {
+            n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
+        }
+    assert gradients["closed_form"].keys() == gradients["autograd"].keys()
+    assert ("fc.weight" in gradients["autograd"]) == alpha_grad
+    for name, value in gradients["closed_form"].items():
+        torch.testing.assert_close(value, gradients["autograd"][name], rtol=1e-3, atol=1e-6)

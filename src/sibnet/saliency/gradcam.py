@@ -169,6 +169,7 @@ def logits_and_grad_cam(
     create_graph: bool = False,
     relu: bool = True,
     mode: CamMode | None = None,
+    alpha_grad: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass → the logits and every class's Grad-CAM map.
 
@@ -182,6 +183,11 @@ def logits_and_grad_cam(
         relu: apply the ReLU of the definition; ``False`` keeps the signed map.
         mode: force ``"closed_form"`` or ``"autograd"``; default: detected from this forward
             pass (see the module docstring).
+        alpha_grad: with ``create_graph``, let the gradient flow through the channel weights
+            ``α`` too (``W / (h·w)`` in the closed form, the second-order term on the autograd
+            path). ``False`` treats ``α`` as a constant, as captum's ``LayerGradCam`` does (its
+            ``torch.autograd.grad`` runs without ``create_graph``): the maps then reach the
+            parameters only through the activations.
 
     Returns:
         ``(logits, maps)``: ``(B, C)`` and ``(B, C, h, w)``.
@@ -203,6 +209,8 @@ def logits_and_grad_cam(
                     raise ValueError("closed-form Grad-CAM needs a final nn.Linear layer")
                 h, w = activations.shape[-2:]
                 weights = linear.weight.float() / (h * w)  # α^c_k = W[c, k] / (h·w): (C, K)
+                if not alpha_grad:
+                    weights = weights.detach()
                 maps = torch.einsum("ck,bkhw->bchw", weights, features)
             else:
                 if not activations.requires_grad:
@@ -213,7 +221,7 @@ def logits_and_grad_cam(
                         logits[:, c].sum(),
                         activations,
                         retain_graph=True,
-                        create_graph=create_graph,
+                        create_graph=create_graph and alpha_grad,
                     )
                     alphas.append(grad.float().mean(dim=(2, 3)))  # (B, K)
                 maps = torch.einsum("bck,bkhw->bchw", torch.stack(alphas, dim=1), features)
