@@ -31,6 +31,8 @@ from sibnet.data.phantom import DEFAULT_LESION_CONTRAST, DEFAULT_NOISE_STD, FIND
 __all__ = [
     "CHEXPERT_COMPETITION",
     "CHEXPERT_OBSERVATIONS",
+    "REFERENCE_FORMULATION",
+    "SIBNET_KEYS",
     "ChexpertParams",
     "EvaluateParams",
     "FolderParams",
@@ -85,6 +87,9 @@ class PhantomParams(_Section):
     noise_std: float = Field(DEFAULT_NOISE_STD, ge=0.0)
     shortcut_class: str | None = None
     shortcut_rate: float = Field(0.9, ge=0.0, le=1.0)
+    sites: Literal["anywhere", "typical"] = "anywhere"
+    """Where nodules and consolidation sit: anywhere in the lungs, or at a class-typical site
+    (see :func:`sibnet.data.phantom.make_phantom`)."""
 
     @field_validator("findings")
     @classmethod
@@ -272,18 +277,60 @@ class PrepareParams(_Section):
 RESERVED_DATASET_NAMES = ("report", "plots")
 """Folders of ``results/`` that hold the cross-run report, so no dataset may take their name."""
 
-_SIBNET_ONLY = ("lambda_cd", "lambda_sc", "normalize_terms", "sc_kernel")
+SIBNET_KEYS = (
+    "lambda_cd",
+    "lambda_sc",
+    "lambda_faith",
+    "normalize_terms",
+    "normalize_task",
+    "task_weighting",
+    "sc_kernel",
+    "cam_relu",
+    "cam_alpha_grad",
+    "sc_resolution",
+    "sc_upsample",
+    "sc_erosion_border",
+    "sc_window_border",
+    "sc_regions",
+    "sc_reduction",
+    "warmup",
+    "warmup_epochs",
+)
+"""The keys of a method that apply only to ``objective: sibnet``: its formulation."""
+_SIBNET_ONLY = SIBNET_KEYS
 _ATTENTION_ONLY = ("attention_reduction", "attention_min_hidden")
 
 
 class MethodParams(_Section):
     """One compared method: network architecture + attention block + training objective.
 
-    ``objective: sibnet`` adds the SIBnet terms to the task loss (see :mod:`sibnet.objectives`):
+    ``objective: sibnet`` adds the SIBnet terms to the task loss (see
+    :class:`sibnet.objectives.SibnetObjective` for the exact formula):
     ``lambda_cd`` · class distinctiveness + ``lambda_sc`` · spatial coherence (paper defaults
-    1.2 and 0.9), each divided by its value at the first training step when
-    ``normalize_terms`` is true (the original implementation's scheme). Setting one weight to 0
-    gives the ablations. These four keys are errors under ``objective: cross_entropy``.
+    1.2 and 0.9) + ``lambda_faith`` · the faithfulness term, each divided by its value at the
+    first training step when ``normalize_terms`` is true, the task loss too when
+    ``normalize_task`` is. The formulation keys (each the choice of the original code
+    ``ubern-mia/sibnet`` where it differs, in brackets):
+
+    * ``cam_relu``: ReLU'd maps, or signed (``false``; captum's default);
+    * ``cam_alpha_grad``: the gradient flows through Grad-CAM's ``α`` (``false``: a constant);
+    * ``sc_resolution``: SC on the layer's maps (``layer``) or upsampled to the input
+      (``input``), by ``sc_upsample`` (``nearest``, captum's, or ``bilinear``);
+    * ``sc_erosion_border``: beyond the map's edge the erosion sees ``background``
+      (scipy) or ``foreground`` (scikit-image);
+    * ``sc_window_border``: the window's positions beyond the edge hold ``zero`` or are left
+      out (``clip``);
+    * ``sc_regions``: the ``whole`` salient region, each of its ``components``, or
+      ``components_skip_last`` (the original loop skips the last component);
+    * ``sc_reduction``: ``mean`` or ``sum`` over the batch's images;
+    * ``task_weighting``: ``none``, or ``batch_inverse_frequency`` (multi-class only);
+    * ``warmup``: ``none``; ``delay`` (the saliency terms off for the first ``warmup_epochs``
+      epochs) or ``ramp`` (their weight rising linearly to 1 over them).
+
+    Setting a weight to 0 gives the ablations. These keys are errors under
+    ``objective: cross_entropy``; ``sc_upsample`` needs ``sc_resolution: input`` and
+    ``warmup_epochs`` a warm-up; ``warmup_epochs`` must leave at least one epoch of training
+    with the terms on (checked against ``train.epochs``).
 
     ``attention: se`` or ``cbam`` inserts attention blocks whose channel MLPs are ``C → h → C``
     with ``h = min(C, max(attention_min_hidden, C // attention_reduction))`` (see
@@ -298,8 +345,21 @@ class MethodParams(_Section):
     objective: Literal["cross_entropy", "sibnet"] = "cross_entropy"
     lambda_cd: float = Field(1.2, ge=0.0, le=1000.0)
     lambda_sc: float = Field(0.9, ge=0.0, le=1000.0)
+    lambda_faith: float = Field(0.0, ge=0.0, le=1000.0)
     normalize_terms: bool = True
+    normalize_task: bool = False
+    task_weighting: Literal["none", "batch_inverse_frequency"] = "none"
     sc_kernel: int = Field(9, ge=3, le=63)
+    cam_relu: bool = True
+    cam_alpha_grad: bool = True
+    sc_resolution: Literal["layer", "input"] = "layer"
+    sc_upsample: Literal["nearest", "bilinear"] = "nearest"
+    sc_erosion_border: Literal["background", "foreground"] = "background"
+    sc_window_border: Literal["zero", "clip"] = "zero"
+    sc_regions: Literal["whole", "components", "components_skip_last"] = "whole"
+    sc_reduction: Literal["mean", "sum"] = "mean"
+    warmup: Literal["none", "delay", "ramp"] = "none"
+    warmup_epochs: int = Field(0, ge=0, le=10_000)
     attention_reduction: int = Field(16, ge=1)
     attention_min_hidden: int = Field(8, ge=1)
 
@@ -317,10 +377,22 @@ class MethodParams(_Section):
             )
         if self.objective == "cross_entropy":
             self._refuse_keys(_SIBNET_ONLY, "objective 'sibnet'", "objective: sibnet")
-        elif self.lambda_cd == 0 and self.lambda_sc == 0:
-            raise ValueError("objective 'sibnet' needs lambda_cd > 0 or lambda_sc > 0")
+            return self
+        if self.lambda_cd == 0 and self.lambda_sc == 0 and self.lambda_faith == 0:
+            raise ValueError(
+                "objective 'sibnet' needs lambda_cd > 0, lambda_sc > 0 or lambda_faith > 0"
+            )
         if self.sc_kernel % 2 == 0:
             raise ValueError(f"sc_kernel must be odd, got {self.sc_kernel}")
+        if self.sc_resolution == "layer":
+            self._refuse_keys(("sc_upsample",), "sc_resolution 'input'", "sc_resolution: input")
+        if self.warmup == "none" and self.warmup_epochs:
+            raise ValueError(
+                f"warmup_epochs = {self.warmup_epochs} needs a warm-up; set warmup: delay or "
+                "warmup: ramp, or warmup_epochs: 0"
+            )
+        if self.warmup != "none" and not self.warmup_epochs:
+            raise ValueError(f"warmup {self.warmup!r} needs warmup_epochs >= 1")
         return self
 
     @model_serializer(mode="wrap")
@@ -330,10 +402,30 @@ class MethodParams(_Section):
         if self.objective == "cross_entropy":
             for key in _SIBNET_ONLY:
                 data.pop(key, None)
+        elif self.sc_resolution == "layer":
+            data.pop("sc_upsample", None)
         if self.attention == "none":
             for key in _ATTENTION_ONLY:
                 data.pop(key, None)
         return data
+
+
+REFERENCE_FORMULATION: dict[str, Any] = {
+    "lambda_cd": 1.0,
+    "lambda_sc": 1.0,
+    "normalize_terms": True,
+    "normalize_task": True,
+    "task_weighting": "batch_inverse_frequency",
+    "cam_relu": False,
+    "cam_alpha_grad": False,
+    "sc_resolution": "input",
+    "sc_upsample": "nearest",
+    "sc_erosion_border": "foreground",
+    "sc_window_border": "clip",
+    "sc_regions": "components_skip_last",
+    "sc_reduction": "sum",
+}
+"""The original SIBnet code's training loss (``ubern-mia/sibnet``), as method keys."""
 
 
 DEFAULT_METHODS: dict[str, MethodParams] = {
@@ -341,10 +433,15 @@ DEFAULT_METHODS: dict[str, MethodParams] = {
     "se": MethodParams(attention="se"),
     "cbam": MethodParams(attention="cbam"),
     "sibnet": MethodParams(objective="sibnet"),
+    "sibnet_reference": MethodParams(objective="sibnet", **REFERENCE_FORMULATION),
     "sibnet_cd": MethodParams(objective="sibnet", lambda_sc=0.0),
     "sibnet_sc": MethodParams(objective="sibnet", lambda_cd=0.0),
 }
-"""The compared methods of the paper: cross-entropy, SE, CBAM, SIBnet and its two ablations."""
+"""The compared methods of the paper: cross-entropy, SE, CBAM, SIBnet and its two ablations, and
+``sibnet_reference``, the original code's loss (defined, not run by default)."""
+
+DEFAULT_PIPELINE = ("baseline", "se", "cbam", "sibnet", "sibnet_cd", "sibnet_sc")
+"""The methods the default DAG runs."""
 
 
 class TrainParams(_Section):
@@ -511,7 +608,7 @@ class ReportParams(_Bootstrap):
 class PipelineParams(_Section):
     """What the DAG expands over: every listed method is trained once per seed."""
 
-    methods: list[Name] = Field(default_factory=lambda: list(DEFAULT_METHODS), min_length=1)
+    methods: list[Name] = Field(default_factory=lambda: list(DEFAULT_PIPELINE), min_length=1)
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
 
     @field_validator("methods", "seeds")
@@ -569,7 +666,34 @@ class Params(_Section):
                 f"provides organ masks {organs}; set segment.structures to some of those, or to "
                 "[] to skip segmentation"
             )
+        for name, method in self.methods.items():
+            if method.objective == "sibnet" and method.warmup_epochs >= self.train.epochs:
+                raise ValueError(
+                    f"methods.{name}.warmup_epochs = {method.warmup_epochs} leaves no epoch with "
+                    f"the SIBnet terms on (train.epochs = {self.train.epochs}); accepted: "
+                    f"0 .. {self.train.epochs - 1}"
+                )
+            if method.lambda_faith > 0 and self.train.processes > 1:
+                raise ValueError(
+                    f"methods.{name}.lambda_faith > 0 runs a second forward pass per step, which "
+                    "data-parallel training does not support; set train.processes: 1"
+                )
+            if method.task_weighting == "batch_inverse_frequency" and self.train.class_weights:
+                raise ValueError(
+                    f"methods.{name}.task_weighting = batch_inverse_frequency and "
+                    "train.class_weights = true both weight the task loss; choose one"
+                )
         phantom = self.prepare.phantom
+        if self.prepare.source == "phantom" and phantom.mode == "multilabel":
+            weighted = [
+                n for n, m in self.methods.items() if m.task_weighting == "batch_inverse_frequency"
+            ]
+            if weighted:
+                raise ValueError(
+                    f"methods.{weighted[0]}.task_weighting = batch_inverse_frequency needs a "
+                    "multiclass task, but prepare.phantom.mode is multilabel; set "
+                    "task_weighting: none"
+                )
         if phantom.shortcut_class is not None:
             classes = (["normal"] if phantom.mode == "multiclass" else []) + phantom.findings
             if phantom.shortcut_class not in classes:

@@ -6,13 +6,27 @@ BCE, see :func:`sibnet.engine.task_loss`). ``sibnet`` (Mahapatra, Poellinger & R
 Image Analysis 81, 2022) computes every class's Grad-CAM map from the same forward pass
 (:func:`sibnet.saliency.logits_and_grad_cam`, differentiable) and adds
 
-    loss = task + λ_cd · CD(maps) / s_cd + λ_sc · SC(maps) / s_sc
+    loss = task / s_task + f · (λ_cd · CD / s_cd + λ_sc · SC / s_sc + λ_faith · F / s_faith)
 
-with CD the class-distinctiveness and SC the spatial-coherence loss (:mod:`sibnet.losses`).
-With ``normalize_terms`` the scales ``s`` are the terms' values at the first training step
-(the original implementation's scheme, which puts both terms on the task loss's scale; in
-data-parallel training, the value over the whole global batch, shared by every process);
-otherwise ``s = 1``. A term whose weight is 0 is not computed (the ablations).
+with CD the class-distinctiveness and SC the spatial-coherence loss (:mod:`sibnet.losses`), F
+the optional faithfulness term (:mod:`sibnet.losses.faithfulness`) and ``f`` a warm-up factor.
+Every choice that decides the outcome (map sign, gradient through ``α``, SC's resolution,
+border handling, regions and reduction, normalisation, task weighting, warm-up) is a key of the
+method in ``params.yaml``; :class:`SibnetObjective` documents each. With normalisation the
+scales ``s`` are the terms' values at their first active training step (the original
+implementation's scheme; in data-parallel training, the value over the whole global batch,
+shared by every process); otherwise ``s = 1``. A term whose weight is 0 is not computed.
+
+``sibnet_reference`` in ``params.yaml`` is the original code's training loss
+(``ubern-mia/sibnet``, ``examples/train_and_eval_pytorch.py``): signed maps, ``α`` constant,
+SC on nearest-upsampled maps with border pixels kept by the erosion, the window clipped at the
+border, each connected component scored but the last and a sum over the batch; CE weighted by
+the batch's inverse class frequencies; every term divided by its first value, weights 1. It
+agrees with an independent implementation built on captum and scikit-image
+(``tests/test_reference_loss.py``) in value and gradients. What cannot agree: captum runs one
+extra forward pass per class, which in training mode updates the batch-norm running statistics
+C more times per step; the loss and its gradients use the batch's own statistics, so they are
+unaffected, but the running statistics (used at evaluation) differ.
 
 Mixed precision (``train.precision: bf16``): :func:`sibnet.engine.train_epoch` runs the
 objective under ``torch.autocast(dtype=torch.bfloat16)``. The forward pass is bf16; the task
@@ -33,12 +47,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from sibnet.config import MethodParams
+from sibnet.config import SIBNET_KEYS, MethodParams
 from sibnet.distributed import all_reduce_sum, unwrap
 from sibnet.engine import task_loss
-from sibnet.losses import class_distinctiveness, spatial_coherence
+from sibnet.losses import class_distinctiveness, faithfulness, spatial_coherence
 from sibnet.saliency import logits_and_grad_cam
 
 __all__ = ["Objective", "SibnetObjective", "TaskObjective", "build_objective"]
@@ -49,15 +64,29 @@ Terms = dict[str, torch.Tensor]
 class Objective(nn.Module):
     """``forward(model, images, targets) -> (loss, terms)``; terms are detached scalars.
 
-    Every objective holds its task loss as ``task`` (validation scores that loss alone).
+    Every objective holds its task loss as ``task`` (validation scores that loss alone) and
+    names the terms it reports in :attr:`term_names` (the history's ``train_<term>`` columns,
+    the MLflow metrics). :meth:`begin_epoch` is called before each training epoch.
     """
 
     task: nn.Module
+
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        """The names of the terms :meth:`forward` may report, in a fixed order."""
+        return ("task",)
+
+    def begin_epoch(self, epoch: int, steps: int) -> None:
+        """Training epoch ``epoch`` (from 1) of ``steps`` optimiser steps starts."""
 
     def forward(
         self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor
     ) -> tuple[torch.Tensor, Terms]:
         raise NotImplementedError
+
+    def scales(self) -> dict[str, float]:
+        """Normalisation scales of the terms (none here)."""
+        return {}
 
     def resume_state(self) -> dict[str, Any]:
         """State beyond the model's that training must carry over a restart (none here)."""
@@ -81,14 +110,59 @@ class TaskObjective(Objective):
         return loss, {"task": loss.detach()}
 
 
+def batch_inverse_frequency_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """Softmax cross-entropy weighted by each class's inverse frequency in this batch.
+
+    The original SIBnet training loop's task loss: weights ``1 / (n_c / B)`` for the classes
+    present in the batch (absent classes have no image to weight), then PyTorch's weighted mean
+    ``Σ_i w_{y_i} l_i / Σ_i w_{y_i}``, so every class present carries the same total weight.
+
+    Args:
+        logits: ``(B, C)``.
+        targets: ``(B, C)`` one-hot.
+    """
+    counts = targets.sum(dim=0)
+    weights = torch.where(counts > 0, len(targets) / counts.clamp_min(1), torch.zeros_like(counts))
+    return F.cross_entropy(logits, targets.argmax(dim=1), weight=weights.to(logits.dtype))
+
+
 class SibnetObjective(Objective):
-    """Task loss + weighted class-distinctiveness and spatial-coherence terms on Grad-CAM maps.
+    """Task loss + weighted SIBnet terms on Grad-CAM maps; the formulation is the arguments.
+
+    ``loss = t · task / s_task + f · (λ_cd · CD / s_cd + λ_sc · SC / s_sc + λ_faith · F / s_faith)``
+
+    * ``s_*``: a term's value at its first training step with ``normalize_terms`` (CD, SC, F)
+      and ``normalize_task`` (the task loss), else 1 (the original code normalises all three);
+      a term that is 0 there (SC when no map has a scored region) takes its scale at its first
+      nonzero step instead of dividing by 0 later;
+    * ``f``: the warm-up factor: ``warmup="delay"`` — 0 for the first ``warmup_epochs`` epochs
+      (the maps are not computed), then 1; ``"ramp"`` — rising linearly, per step, from 0 at
+      the first step to 1 after ``warmup_epochs`` epochs; ``"none"`` — 1. At initialisation the
+      maps mean nothing; a term whose scale is taken while it is off is taken at its first
+      active step instead;
+    * ``task``: the task loss, or with ``task_weighting="batch_inverse_frequency"`` (multi-class
+      only) :func:`batch_inverse_frequency_cross_entropy`;
+    * the maps: Grad-CAM at the layer (:func:`sibnet.saliency.logits_and_grad_cam`), ReLU'd
+      unless ``cam_relu`` is false (captum's default keeps them signed), differentiable through
+      ``α`` unless ``cam_alpha_grad`` is false (captum's ``α`` is a constant);
+    * CD (:func:`sibnet.losses.class_distinctiveness`) on the layer's maps (a nearest upsampling
+      by an integer factor leaves every cosine as it is);
+    * SC (:func:`sibnet.losses.spatial_coherence`) on the layer's maps
+      (``sc_resolution="layer"``) or on maps upsampled to the input (``"input"``, by
+      ``sc_upsample``: ``nearest`` as captum's ``LayerAttribution.interpolate``, or
+      ``bilinear``), with ``sc_erosion_border``, ``sc_window_border``, ``sc_regions``,
+      ``sc_reduction`` passed on;
+    * F: :func:`sibnet.losses.faithfulness.faithfulness` (``lambda_faith > 0``), the term aimed
+      at the collapse of the maps onto fixed, class-owned regions (see that module).
+
+    A term whose weight is 0 is not computed. The keyword arguments are the keys of a
+    ``sibnet`` method in ``params.yaml`` (:class:`sibnet.config.MethodParams`).
 
     Args:
         task: the task loss on ``(B, C)`` logits and targets.
-        lambda_cd, lambda_sc: weights of the two terms (≥ 0, not both 0).
-        normalize_terms: divide each term by its value at the first training step.
-        sc_kernel: the spatial-coherence neighbourhood (odd).
+        task_name: ``"multiclass"`` or ``"multilabel"`` (the faithfulness term's probability).
         layer_name: dotted name of the Grad-CAM layer in the model; ``None`` for the default
             (the last feature map before global pooling).
     """
@@ -100,22 +174,87 @@ class SibnetObjective(Objective):
         lambda_cd: float,
         lambda_sc: float,
         normalize_terms: bool,
+        lambda_faith: float = 0.0,
+        normalize_task: bool = False,
+        task_weighting: str = "none",
+        task_name: str = "multiclass",
         sc_kernel: int = 9,
+        cam_relu: bool = True,
+        cam_alpha_grad: bool = True,
+        sc_resolution: str = "layer",
+        sc_upsample: str = "nearest",
+        sc_erosion_border: str = "background",
+        sc_window_border: str = "zero",
+        sc_regions: str = "whole",
+        sc_reduction: str = "mean",
+        warmup: str = "none",
+        warmup_epochs: int = 0,
         layer_name: str | None = None,
     ) -> None:
         super().__init__()
-        if lambda_cd < 0 or lambda_sc < 0 or lambda_cd + lambda_sc == 0:
+        weights = (lambda_cd, lambda_sc, lambda_faith)
+        if min(weights) < 0 or sum(weights) == 0:
             raise ValueError(
-                f"need lambda_cd, lambda_sc >= 0 and not both 0; got {lambda_cd}, {lambda_sc}"
+                "need lambda_cd, lambda_sc, lambda_faith >= 0 and not all 0; "
+                f"got {lambda_cd}, {lambda_sc}, {lambda_faith}"
+            )
+        if task_weighting not in ("none", "batch_inverse_frequency"):
+            raise ValueError(f"unknown task_weighting {task_weighting!r}")
+        if task_weighting != "none" and task_name != "multiclass":
+            raise ValueError(
+                "task_weighting: batch_inverse_frequency weights a softmax cross-entropy and "
+                f"needs a multiclass task; this dataset is {task_name}; set task_weighting: none"
+            )
+        if warmup not in ("none", "delay", "ramp") or (warmup == "none") != (warmup_epochs == 0):
+            raise ValueError(
+                f"warmup {warmup!r} with warmup_epochs {warmup_epochs}: accepted: warmup none "
+                "with 0 epochs, or delay / ramp with warmup_epochs >= 1"
             )
         self.task = task
-        self.lambda_cd, self.lambda_sc = lambda_cd, lambda_sc
-        self.normalize_terms = normalize_terms
+        self.task_name = task_name
+        self.lambdas = {"cd": lambda_cd, "sc": lambda_sc, "faith": lambda_faith}
+        self.normalize_terms, self.normalize_task = normalize_terms, normalize_task
+        self.task_weighting = task_weighting
         self.sc_kernel = sc_kernel
+        self.cam_relu, self.cam_alpha_grad = cam_relu, cam_alpha_grad
+        self.sc_resolution, self.sc_upsample = sc_resolution, sc_upsample
+        self.sc_options = {
+            "erosion_border": sc_erosion_border,
+            "window_border": sc_window_border,
+            "regions": sc_regions,
+            "reduction": sc_reduction,
+        }
+        self.warmup, self.warmup_epochs = warmup, warmup_epochs
         self.layer_name = layer_name
-        self.register_buffer("scale_cd", torch.tensor(1.0))
-        self.register_buffer("scale_sc", torch.tensor(1.0))
+        for name in ("task", *self.lambdas):
+            self.register_buffer(f"scale_{name}", torch.tensor(1.0))
         self._scales_known: set[str] = set()
+        self._epoch, self._steps, self._step = 1, 1, 0
+
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        return ("task", *(name for name, weight in self.lambdas.items() if weight > 0))
+
+    # Backwards-compatible views of the weights.
+    @property
+    def lambda_cd(self) -> float:
+        return self.lambdas["cd"]
+
+    @property
+    def lambda_sc(self) -> float:
+        return self.lambdas["sc"]
+
+    def begin_epoch(self, epoch: int, steps: int) -> None:
+        self._epoch, self._steps, self._step = epoch, max(1, steps), 0
+
+    def warmup_factor(self) -> float:
+        """The saliency terms' factor ``f`` at the current step (see the class docstring)."""
+        if self.warmup == "none":
+            return 1.0
+        if self.warmup == "delay":
+            return 0.0 if self._epoch <= self.warmup_epochs else 1.0
+        progress = (self._epoch - 1 + self._step / self._steps) / self.warmup_epochs
+        return min(1.0, progress)
 
     @staticmethod
     def _global_mean(value: torch.Tensor, count: int) -> torch.Tensor:
@@ -126,11 +265,15 @@ class SibnetObjective(Objective):
         return (total[0] / total[1]).to(value.dtype)
 
     def _scaled(self, name: str, value: torch.Tensor, count: int) -> torch.Tensor:
-        if not self.normalize_terms:
+        normalize = self.normalize_task if name == "task" else self.normalize_terms
+        if not normalize:
             return value
         scale: torch.Tensor = getattr(self, f"scale_{name}")
-        if name not in self._scales_known:  # first training step: remember the term's size
-            scale.copy_(self._global_mean(value.detach(), count).clamp_min(1e-12))
+        if name not in self._scales_known:  # first (active) step: remember the term's size
+            size = self._global_mean(value.detach(), count)
+            if not bool(size > 1e-12):  # a term that is 0 (e.g. no region yet) has no scale:
+                return value  # it takes it at its first nonzero step
+            scale.copy_(size)
             self._scales_known.add(name)
         return value / scale
 
@@ -138,40 +281,77 @@ class SibnetObjective(Objective):
         """The normalisation scales in use (``{}`` before the first step or without them)."""
         return {name: float(getattr(self, f"scale_{name}")) for name in sorted(self._scales_known)}
 
+    def _task(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.task_weighting == "batch_inverse_frequency":
+            return batch_inverse_frequency_cross_entropy(logits, targets)
+        return self.task(logits, targets)
+
     def forward(
         self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor
     ) -> tuple[torch.Tensor, Terms]:
+        factor = self.warmup_factor()
+        self._step += 1
+        if factor == 0.0 and self.warmup == "delay":  # warm-up: the task loss alone
+            task = self._task(model(images).float(), targets)
+            return self._scaled("task", task, len(images)), {"task": task.detach()}
         layer = unwrap(model).get_submodule(self.layer_name) if self.layer_name else None
-        logits, maps = logits_and_grad_cam(model, images, layer=layer, create_graph=True)
+        logits, maps = logits_and_grad_cam(
+            model,
+            images,
+            layer=layer,
+            create_graph=True,
+            relu=self.cam_relu,
+            alpha_grad=self.cam_alpha_grad,
+        )
         # Float32 from here on, also under bf16 autocast (see the module docstring).
         with torch.autocast(maps.device.type, enabled=False):
             logits, maps = logits.float(), maps.float()
-            task = self.task(logits, targets)
-            loss = task
+            task = self._task(logits, targets)
+            loss = self._scaled("task", task, len(images))
             terms: Terms = {"task": task.detach()}
-            if self.lambda_cd > 0:
-                cd = class_distinctiveness(maps)
-                loss = loss + self.lambda_cd * self._scaled("cd", cd, len(images))
-                terms["cd"] = cd.detach()
-            if self.lambda_sc > 0:
-                sc = spatial_coherence(maps, kernel_size=self.sc_kernel)
-                loss = loss + self.lambda_sc * self._scaled("sc", sc, len(images))
-                terms["sc"] = sc.detach()
+            saliency = 0.0
+            for name, weight in self.lambdas.items():
+                if weight > 0:
+                    value = self._term(name, model, images, maps, targets)
+                    saliency = saliency + weight * self._scaled(name, value, len(images))
+                    terms[name] = value.detach()
+            loss = loss + factor * saliency
         return loss, terms
+
+    def _term(
+        self,
+        name: str,
+        model: nn.Module,
+        images: torch.Tensor,
+        maps: torch.Tensor,
+        targets: torch.Tensor,
+    ) -> torch.Tensor:
+        if name == "cd":
+            return class_distinctiveness(maps)
+        if name == "sc":
+            if self.sc_resolution == "input":
+                align = {} if self.sc_upsample == "nearest" else {"align_corners": False}
+                maps = F.interpolate(maps, size=images.shape[-2:], mode=self.sc_upsample, **align)
+            return spatial_coherence(maps, kernel_size=self.sc_kernel, **self.sc_options)
+        return faithfulness(model, images, maps, targets, self.task_name)
 
     def resume_state(self) -> dict[str, Any]:
         """The normalisation state (scales and which are known), for a resumable checkpoint."""
         return {
-            "scale_cd": self.scale_cd.detach().cpu().clone(),
-            "scale_sc": self.scale_sc.detach().cpu().clone(),
+            **{
+                f"scale_{n}": getattr(self, f"scale_{n}").detach().cpu().clone()
+                for n in ("task", *self.lambdas)
+            },
             "known": sorted(self._scales_known),
         }
 
     def load_resume_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`resume_state` returned."""
         with torch.no_grad():
-            self.scale_cd.copy_(state["scale_cd"])
-            self.scale_sc.copy_(state["scale_sc"])
+            for name in ("task", *self.lambdas):
+                key = f"scale_{name}"
+                if key in state:
+                    getattr(self, key).copy_(state[key])
         self._scales_known = set(state["known"])
 
 
@@ -182,10 +362,5 @@ def build_objective(
     loss = task_loss(task, class_weights)
     if method.objective == "cross_entropy":
         return TaskObjective(loss)
-    return SibnetObjective(
-        loss,
-        lambda_cd=method.lambda_cd,
-        lambda_sc=method.lambda_sc,
-        normalize_terms=method.normalize_terms,
-        sc_kernel=method.sc_kernel,
-    )
+    options = {key: getattr(method, key) for key in SIBNET_KEYS}
+    return SibnetObjective(loss, task_name=task, **options)

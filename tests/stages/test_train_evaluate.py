@@ -13,7 +13,7 @@ from sibnet.config import Params, validate_params
 from sibnet.data.prepared import PreparedError
 from sibnet.models.classifier import CheckpointError, load_checkpoint
 from sibnet.stages.evaluate import evaluate
-from sibnet.stages.train import HISTORY_COLUMNS, class_weights, train
+from sibnet.stages.train import class_weights, history_columns, train
 from tests.conftest import untracked, with_changes
 
 
@@ -34,8 +34,8 @@ def test_train_writes_a_self_describing_checkpoint(
     tiny_params: Params, prepared_tiny: Path, trained_tiny: Path
 ) -> None:
     history = pd.read_csv(trained_tiny.parent / "history.csv")
-    assert list(history.columns) == list(HISTORY_COLUMNS)
-    assert history["train_cd"].isna().all()  # a cross-entropy method has no SIBnet terms
+    assert list(history.columns) == history_columns(("task",))
+    assert "train_cd" not in history  # a cross-entropy method has no SIBnet terms
     assert list(history["epoch"]) == [1, 2]
     _, meta = load_checkpoint(trained_tiny, architecture="resnet10_small")
     assert meta["epoch"] == int(history.loc[history["val_auc"].idxmax(), "epoch"])
@@ -248,3 +248,28 @@ def test_cuda_without_a_gpu_is_a_clear_error(
     with pytest.raises(ValueError, match=r"train\.device is 'cuda' but torch\.cuda\.is_available"):
         _train(params, prepared_tiny, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_history_takes_its_term_columns_from_the_objective(
+    tiny_params: Params, prepared_tiny: Path, tmp_path: Path
+) -> None:
+    """A faithfulness method with a one-epoch delay: its own columns, empty while it is off."""
+    method = {
+        "objective": "sibnet",
+        "lambda_cd": 0.5,
+        "lambda_sc": 0.0,
+        "lambda_faith": 0.5,
+        "warmup": "delay",
+        "warmup_epochs": 1,
+    }
+    params = with_changes(untracked(tiny_params), train={"epochs": 2})
+    raw = params.model_dump(mode="json")
+    raw["methods"]["faithful"] = method
+    params = validate_params(raw)
+    history = _train(params, prepared_tiny, tmp_path, method="faithful")
+    assert list(history.columns) == history_columns(("task", "cd", "faith"))
+    assert history.loc[0, ["train_cd", "train_faith"]].isna().all()  # warm-up: terms off
+    assert history.loc[1, ["train_cd", "train_faith"]].notna().all()
+    _, meta = load_checkpoint(tmp_path / "classifier.pt")
+    assert meta["extra"]["terms"] == ["task", "cd", "faith"]
+    assert set(meta["extra"]["term_scales"]) == {"cd", "faith"}

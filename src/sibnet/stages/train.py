@@ -52,9 +52,9 @@ from sibnet.reproducibility import configure_torch, get_rng_state, seed_everythi
 from sibnet.tracking import Tracker, start_run
 
 __all__ = [
-    "HISTORY_COLUMNS",
     "RESUME_FORMAT",
     "class_weights",
+    "history_columns",
     "resume_path",
     "train",
     "training_params",
@@ -62,15 +62,13 @@ __all__ = [
 
 RESUME_FORMAT = "sibnet-train-resume/2"
 
-HISTORY_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_task",
-    "train_cd",
-    "train_sc",
-    "val_loss",
-    "val_auc",
-)
+
+def history_columns(terms: tuple[str, ...]) -> list[str]:
+    """The columns of ``history.csv`` for an objective reporting ``terms``
+    (:attr:`sibnet.objectives.Objective.term_names`): ``epoch``, ``train_loss`` (the minimised
+    total), ``train_<term>`` for each term, ``val_loss`` (the task loss) and ``val_auc``."""
+    return ["epoch", "train_loss", *(f"train_{t}" for t in terms), "val_loss", "val_auc"]
+
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +149,11 @@ def train(
         params: validated params (sections ``train`` and ``methods.<method>`` are used).
         prepared: prepared dataset folder.
         checkpoint: output ``classifier.pt`` (best epoch; see :func:`save_checkpoint`).
-        history: output CSV, one row per epoch (:data:`HISTORY_COLUMNS`): the training loss and
-            its terms (task loss, class distinctiveness ``cd`` and spatial coherence ``sc``,
-            empty where the method has no such term), validation task loss and macro AUC.
+        history: output CSV, one row per epoch (:func:`history_columns`): the training loss
+            and the terms the objective reports (the task loss; for SIBnet also class
+            distinctiveness ``cd``, spatial coherence ``sc`` and faithfulness ``faith`` where
+            their weight is not 0; empty in an epoch where a warm-up left a term off),
+            validation task loss and macro AUC.
         method: name of a method in ``params.methods``.
         seed: seed of initialisation and shuffling.
 
@@ -319,6 +319,7 @@ def _train(
             total=settings.epochs,
         ):
             started = time.perf_counter()
+            objective.begin_epoch(epoch, len(train_loader))
             terms = train_epoch(
                 net, train_loader, objective, optimizer, scheduler=scheduler, **steps
             )
@@ -331,9 +332,7 @@ def _train(
             row = {
                 "epoch": epoch,
                 "train_loss": terms["loss"],
-                "train_task": terms["task"],
-                "train_cd": terms.get("cd", float("nan")),
-                "train_sc": terms.get("sc", float("nan")),
+                **{f"train_{t}": terms.get(t, float("nan")) for t in objective.term_names},
                 "val_loss": val_loss,
                 "val_auc": val_auc,
             }
@@ -372,9 +371,9 @@ def _train(
                 },
             )
         if not rank.main:
-            return pd.DataFrame(columns=list(HISTORY_COLUMNS))
+            return pd.DataFrame(columns=history_columns(objective.term_names))
 
-        table = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+        table = pd.DataFrame(rows, columns=history_columns(objective.term_names))
         log.info("best epoch %d (val_auc %.4f) → %s", best["epoch"], best["val_auc"], checkpoint)
         model.load_state_dict(best["state"])
         optimizer.load_state_dict(best["optimizer"])
@@ -399,7 +398,8 @@ def _train(
                 "method": method,
                 "seed": seed,
                 "prepared_manifest_sha256": dataset.meta["manifest_sha256"],
-                "term_scales": objective.scales() if hasattr(objective, "scales") else {},
+                "terms": list(objective.term_names),
+                "term_scales": objective.scales(),
                 "processes": rank.world,
             },
         )
