@@ -243,3 +243,35 @@ def test_invalid_label_arguments(kwargs: dict, name: str) -> None:
     args = {"n": 5, "seed": 0} | kwargs
     with pytest.raises(ValueError, match=rf"^{name} "):
         phantom_labels(args.pop("n"), args.pop("seed"), **args)
+
+
+def test_typical_sites_put_nodules_right_upper_and_consolidation_left_lower() -> None:
+    findings = ("nodule", "consolidation", "effusion")
+    typical = make_phantom(60, 64, 5, findings=findings, sites="typical")
+    anywhere = make_phantom(60, 64, 5, findings=findings)
+    np.testing.assert_array_equal(typical.labels, anywhere.labels)
+    np.testing.assert_array_equal(typical.organ_masks, anywhere.organ_masks)
+    lung_left, lung_right = (ORGANS.index(o) for o in ("lung_left", "lung_right"))
+    sides = {"anywhere": set(), "typical": set()}
+    for name, ph in (("typical", typical), ("anywhere", anywhere)):
+        for finding, lung, upper in (
+            ("nodule", lung_right, True),
+            ("consolidation", lung_left, False),
+        ):
+            k = ph.classes.index(finding)
+            for j in np.flatnonzero(ph.labels[:, k]):
+                mask = ph.lesion_masks[j, k]
+                in_right = (mask & ph.organ_masks[j, lung_right]).sum()
+                sides[name].add((finding, bool(in_right > mask.sum() / 2)))
+                if name == "typical":
+                    organ = ph.organ_masks[j, lung]
+                    assert (mask & organ).sum() == mask.sum()
+                    rows = np.nonzero(organ)[0]
+                    centre = (rows.min() + rows.max()) / 2
+                    assert (np.nonzero(mask)[0].mean() < centre) == upper, (finding, j)
+    assert sides["typical"] == {("nodule", True), ("consolidation", False)}
+    assert len(sides["anywhere"]) == 4  # both findings in both lungs
+    for j in np.flatnonzero(typical.labels[:, typical.classes.index("normal")]):
+        np.testing.assert_array_equal(typical.images[j], anywhere.images[j])
+    with pytest.raises(ValueError, match="sites"):
+        make_phantom(2, 48, 0, sites="apex")

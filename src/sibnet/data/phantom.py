@@ -288,14 +288,34 @@ def _render_anatomy(p: Params, x: np.ndarray, y: np.ndarray, rng: np.random.Gene
 # ----------------------------------------------------------------------------- findings
 
 
-def _lung_point(ctx: dict, rng: np.random.Generator, r: float) -> tuple[int, float, float, float]:
-    """Random side and centre of a disc of radius ``r`` inside that lung: ``(side, cx, cy, r)``."""
+SITES: tuple[str, ...] = ("anywhere", "typical")
+_TYPICAL_ZONES: dict[str, tuple[int, float, float]] = {
+    "nodule": (-1, -0.75, -0.2),  # the patient's right upper zone
+    "consolidation": (1, 0.15, 0.7),  # the patient's left lower zone
+}
+"""``sites="typical"``: (side, top, bottom) of the zone a finding's centre is drawn from, as a
+fraction of the lung's half height from its centre (``-0.75 .. 0.7`` is the whole lung). Side
+``-1`` is the patient's right lung (the image's left). Effusion (basal), pneumothorax (apical)
+and cardiomegaly (the heart) sit at their typical sites in either mode."""
+
+
+def _lung_point(
+    ctx: dict, rng: np.random.Generator, r: float, finding: str | None = None
+) -> tuple[int, float, float, float]:
+    """Random side and centre of a disc of radius ``r`` inside that lung: ``(side, cx, cy, r)``.
+
+    With ``ctx["sites"] == "typical"`` the side and height come from ``finding``'s zone in
+    ``_TYPICAL_ZONES``; the random draws are the same in number and order either way.
+    """
     p, side = ctx["p"], int(rng.choice((-1, 1)))
+    top, bottom = -0.75, 0.7
+    if ctx.get("sites") == "typical" and finding in _TYPICAL_ZONES:
+        side, top, bottom = _TYPICAL_ZONES[finding]
     t = np.linspace(0.0, 2 * np.pi, 13)
     for k in range(60):
         rr = r * (1.0 - k / 90.0)  # shrink when the lung is too small to hold it
         cx = side * (p["lung_x"] + p["lung_w"] * rng.uniform(-0.9, 1.1))
-        cy = p["lung_cy"] + p["lung_hy"] * rng.uniform(-0.75, 0.7)
+        cy = p["lung_cy"] + p["lung_hy"] * rng.uniform(top, bottom)
         xs, ys = np.append(cx + rr * np.cos(t), cx), np.append(cy + rr * np.sin(t), cy)
         if _lung(xs, ys, p, side).all():
             return side, cx, cy, rr
@@ -310,7 +330,7 @@ def _nodule(ctx: dict, rng: np.random.Generator, c: float) -> np.ndarray:
     mask, layer = np.zeros(x.shape, bool), np.zeros_like(x)
     for _ in range(1 + int(rng.random() < 0.35)):
         r = 2.0 * rng.uniform(0.03, 0.06) / ctx["p"]["scale"]
-        _, cx, cy, r = _lung_point(ctx, rng, r)
+        _, cx, cy, r = _lung_point(ctx, rng, r, "nodule")
         rho2 = ((x - cx) ** 2 + (y - cy) ** 2) / r**2
         m = (rho2 < 1.0) & ctx["lung"]
         mask |= m
@@ -323,7 +343,7 @@ def _consolidation(ctx: dict, rng: np.random.Generator, c: float) -> np.ndarray:
     """Patchy, ill-defined opacity: thresholded smooth noise inside an ellipse, in one lung."""
     x, y = ctx["x"], ctx["y"]
     a, b, th = rng.uniform(0.1, 0.2), rng.uniform(0.08, 0.15), rng.uniform(0.0, np.pi)
-    _, cx, cy, _ = _lung_point(ctx, rng, 0.06)
+    _, cx, cy, _ = _lung_point(ctx, rng, 0.06, "consolidation")
     dx, dy = x - cx, y - cy
     e = _ellipse(dx, dy, a, b, th)
     region = (e < 1.0) & ctx["lung"]
@@ -378,7 +398,13 @@ _LESIONS = {
 
 
 def _render(
-    seed: int, index: int, size: int, present: Sequence[str], contrast: float, noise_std: float
+    seed: int,
+    index: int,
+    size: int,
+    present: Sequence[str],
+    contrast: float,
+    noise_std: float,
+    sites: str = "anywhere",
 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """One image: ``image (H, W)`` float32, ``{finding: mask (H, W)}``, organs ``(3, H, W)``."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
@@ -393,7 +419,7 @@ def _render(
     _heart_geometry(p, p["ctr"] + (c * rngs["cardiomegaly"].uniform(0.15, 0.6) if big else 0.0))
     x, y = _canonical(p, size)
     ctx = _render_anatomy(p, x, y, rng)
-    ctx.update(p=p, x=x, y=y, lung=ctx["lung_left"] | ctx["lung_right"])
+    ctx.update(p=p, x=x, y=y, lung=ctx["lung_left"] | ctx["lung_right"], sites=sites)
     ctx["vessels"] = ctx["vessels"] * min(1.0, contrast)  # vessel texture a lesion may hide
     masks = {"cardiomegaly": ctx["heart"]} if big else {}
     masks |= {f: draw(ctx, rngs[f], c) for f, draw in _LESIONS.items() if f in present}
@@ -424,6 +450,7 @@ def make_phantom(
     shortcut_rate: float = 0.9,
     shortcut_correlated: np.ndarray | None = None,
     start: int = 0,
+    sites: str = "anywhere",
 ) -> Phantom:
     """Generate ``n`` phantom chest radiographs of ``size x size`` pixels (see the module doc).
 
@@ -449,6 +476,11 @@ def make_phantom(
             whatever the labels (e.g. the test split). ``None``: all True.
         start: global index of the first image (>= 0); shards with consecutive ``start`` values
             concatenate to one call bit for bit.
+        sites: where findings sit: ``"anywhere"`` in the lungs (nodules and consolidation
+            anywhere in either lung), or ``"typical"``, at a class-typical site as in real
+            radiographs (nodules in the right upper zone, consolidation in the left lower zone;
+            see ``_TYPICAL_ZONES``). Effusion, pneumothorax and cardiomegaly sit at their
+            typical sites in both.
 
     Returns:
         A :class:`Phantom`. Organ masks: the *visible* lung fields (heart and aortic knob
@@ -468,6 +500,8 @@ def make_phantom(
         _fail("shortcut_class", shortcut_class, f"None or one of the classes {classes}")
     if not 0.0 <= shortcut_rate <= 1.0:
         _fail("shortcut_rate", shortcut_rate, "in [0, 1]")
+    if sites not in SITES:
+        _fail("sites", sites, f"one of {SITES}")
     correlated = (
         np.ones(n, bool) if shortcut_correlated is None else np.asarray(shortcut_correlated)
     )
@@ -486,7 +520,7 @@ def make_phantom(
     for j in range(n):
         present = [f for f, on in zip(classes, labels[j], strict=True) if on and f != "normal"]
         img, masks, organ_masks[j] = _render(
-            seed, start + j, size, present, lesion_contrast, noise_std
+            seed, start + j, size, present, lesion_contrast, noise_std, sites
         )
         for f, m in masks.items():
             lesion_masks[j, classes.index(f)] = m

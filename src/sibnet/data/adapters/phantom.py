@@ -56,6 +56,7 @@ def write_phantom(params: PrepareParams, root: Path) -> None:
             shortcut_rate=options.shortcut_rate,
             shortcut_correlated=splits[start:stop] != "test",
             start=start,
+            sites=options.sites,
             **common,
         )
         ids = [f"phantom-{i:07d}" for i in phantom.indices]
