@@ -351,6 +351,31 @@ def test_report_folder_summary_and_plot_data(reported) -> None:
     assert bars["method"].tolist() == ["plain", "better"]
 
 
+def test_validation_auc_table_is_the_selection_score_of_each_run(reported) -> None:
+    _, root, metrics = reported
+    table = pd.read_csv(root / "results/report/validation_auc.csv")
+    assert table["method"].tolist() == ["plain", "better"]
+    assert table["mean"].tolist() == pytest.approx([0.7, 0.7])
+    assert table["best_epochs"].tolist() == ["2 2", "2 2"]
+    assert metrics["validation_auc"]["plain"]["mean"] == pytest.approx(0.7)
+    summary = (root / "results/report/summary.md").read_text()
+    assert summary.index("## Validation macro AUC") < summary.index("## Clean test macro AUC")
+
+
+def test_validation_auc_table_takes_the_kept_epoch_of_each_seed() -> None:
+    from sibnet.stages.report import validation_auc_table
+
+    frames = [
+        pd.DataFrame({"epoch": [1, 2, 3], "val_auc": [0.5, 0.9, 0.8]}),
+        pd.DataFrame({"epoch": [1, 2, 3], "val_auc": [float("nan"), 0.6, 0.7]}),
+    ]
+    row = validation_auc_table({"m": frames}).iloc[0]
+    assert row["mean"] == pytest.approx(0.8) and row["sd"] == pytest.approx(
+        np.std([0.9, 0.7], ddof=1)
+    )
+    assert (row["min"], row["max"], row["best_epochs"]) == (0.7, 0.9, "2 3")
+
+
 def test_segmentation_table_per_mode_with_paired_deltas(reported) -> None:
     _, root, metrics = reported
     better = metrics["segmentation"]["better"]

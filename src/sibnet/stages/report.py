@@ -5,7 +5,8 @@ Reads, for every method of ``pipeline.methods`` and seed of ``pipeline.seeds``, 
 ``saliency`` (per-map scores, overlay examples), and writes
 
 - ``results/report/`` — ``summary.md`` (the tables below, with the figures), the tables as CSV
-  (``clean_auc.csv``, ``auc_under_noise.csv``, ``saliency.csv``) and the figures
+  (``validation_auc.csv``, ``clean_auc.csv``, ``auc_under_noise.csv``, ``saliency.csv``,
+  ``segmentation.csv``) and the figures
   ``auc_vs_noise.png``, ``saliency_distributions.png``, ``saliency_overlay.png``,
   ``training_curves.png``;
 - ``results/metrics.json`` — the headline numbers, for ``dvc metrics show``;
@@ -14,7 +15,8 @@ Reads, for every method of ``pipeline.methods`` and seed of ``pipeline.seeds``, 
 
 and logs all of it to an MLflow run (stage ``report``).
 
-Tables: clean test macro AUC; macro AUC at every noise σ (with the noise really added and the
+Tables: the validation macro AUC of the epoch each run kept (the model-selection criterion:
+choose configurations by it, never by the test tables); clean test macro AUC; macro AUC at every noise σ (with the noise really added and the
 total noise std); saliency per class and pooled — Dice, HD95, SSIM (convex hull; the paper's
 protocol, never a verdict), Dice without the hull, the pointing game and the energy-based
 pointing games — with the label-only prior-map and uniform-map rows, and a split by correctly
@@ -96,6 +98,7 @@ POOLED = "all"
 
 REPORT_FILES = (
     "summary.md",
+    "validation_auc.csv",
     "clean_auc.csv",
     "auc_under_noise.csv",
     "saliency.csv",
@@ -436,9 +439,14 @@ def report(
         for m in methods
     }
 
+    validation_table = validation_auc_table(histories)
     summary = _metrics_json(
         params, clean_table, noise_table, saliency_table, segmentation_table, not_run
     )
+    summary["validation_auc"] = {
+        row["method"]: {k: _number(row[k]) for k in ("mean", "sd", "min", "max")}
+        for _, row in validation_table.iterrows()
+    }
     with start_run(params, stage="report") as tracker, atomic_dir(report) as folder:
         tracker.log_params(
             {"report": settings.model_dump(mode="json"), "pipeline": params.pipeline.model_dump()}
@@ -447,6 +455,7 @@ def report(
         figures = _figures(folder, params, noise_table, gradcam_rows, examples, histories)
         figures.update(_segmentation_figure(folder, params, segmentation_examples))
         for name, table in (
+            ("validation_auc.csv", validation_table),
             ("clean_auc.csv", clean_table),
             ("auc_under_noise.csv", noise_table),
             ("saliency.csv", saliency_table),
@@ -455,6 +464,7 @@ def report(
             table.to_csv(folder / name, index=False, float_format="%.6f")
         markdown = _markdown(
             params,
+            validation_table,
             clean_table,
             noise_table,
             saliency_table,
@@ -735,8 +745,38 @@ def _value(value: float, digits: int = 3, sign: bool = False) -> str:
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
+VALIDATION_COLUMNS = ("method", "n_seeds", "mean", "sd", "min", "max", "best_epochs")
+
+
+def validation_auc_table(histories: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
+    """The validation macro AUC of the epoch each run kept (its best), per method over seeds.
+
+    Training keeps the epoch with the highest validation macro AUC (:mod:`sibnet.stages.train`),
+    so this is each run's selection score; configurations are chosen by it, never by the test
+    tables. Columns :data:`VALIDATION_COLUMNS`: the mean, SD (over seeds; NaN with one), lowest
+    and highest of the kept epochs' AUCs, and the kept epochs (space-separated, in seed order).
+    """
+    rows = []
+    for method, frames in histories.items():
+        best = [frame.loc[frame["val_auc"].fillna(-np.inf).idxmax()] for frame in frames]
+        aucs = np.array([float(row["val_auc"]) for row in best])
+        rows.append(
+            {
+                "method": method,
+                "n_seeds": len(aucs),
+                "mean": float(np.mean(aucs)),
+                "sd": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else float("nan"),
+                "min": float(np.min(aucs)),
+                "max": float(np.max(aucs)),
+                "best_epochs": " ".join(str(int(row["epoch"])) for row in best),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(VALIDATION_COLUMNS))
+
+
 def _markdown(
     params: Params,
+    validation: pd.DataFrame,
     clean: pd.DataFrame,
     noise: pd.DataFrame,
     saliency: pd.DataFrame,
@@ -753,6 +793,21 @@ def _markdown(
         f"# sibnet report: dataset `{params.prepare.dataset}`",
         "",
         _intervals_text(params),
+        "",
+        "## Validation macro AUC (model selection)",
+        "",
+        "The validation macro AUC of the epoch each run kept. Choose between configurations by "
+        "this table; the test tables below are for reporting only.",
+        "",
+        "| method | seeds | mean | SD | lowest | highest | kept epochs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _, r in validation.iterrows():
+        lines.append(
+            f"| {r['method']} | {r['n_seeds']} | {_value(r['mean'])} | {_value(r['sd'])} | "
+            f"{_value(r['min'])} | {_value(r['max'])} | {r['best_epochs']} |"
+        )
+    lines += [
         "",
         "## Clean test macro AUC",
         "",
