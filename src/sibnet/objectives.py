@@ -279,7 +279,10 @@ class SibnetObjective(Objective):
 
     def scales(self) -> dict[str, float]:
         """The normalisation scales in use (``{}`` before the first step or without them)."""
-        return {name: float(getattr(self, f"scale_{name}")) for name in sorted(self._scales_known)}
+        # names from the objective's own strings (not the resume state's), so a resumed run's
+        # checkpoint pickles byte for byte as an uninterrupted one's
+        names = sorted(n for n in ("task", *self.lambdas) if n in self._scales_known)
+        return {name: float(getattr(self, f"scale_{name}")) for name in names}
 
     def _task(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.task_weighting == "batch_inverse_frequency":
