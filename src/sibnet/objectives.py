@@ -235,15 +235,6 @@ class SibnetObjective(Objective):
     def term_names(self) -> tuple[str, ...]:
         return ("task", *(name for name, weight in self.lambdas.items() if weight > 0))
 
-    # Backwards-compatible views of the weights.
-    @property
-    def lambda_cd(self) -> float:
-        return self.lambdas["cd"]
-
-    @property
-    def lambda_sc(self) -> float:
-        return self.lambdas["sc"]
-
     def begin_epoch(self, epoch: int, steps: int) -> None:
         self._epoch, self._steps, self._step = epoch, max(1, steps), 0
 
