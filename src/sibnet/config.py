@@ -427,15 +427,38 @@ REFERENCE_FORMULATION: dict[str, Any] = {
 }
 """The original SIBnet code's training loss (``ubern-mia/sibnet``), as method keys."""
 
+SIBNET_FORMULATION: dict[str, Any] = {
+    "lambda_cd": 0.012,
+    "lambda_sc": 0.009,
+    "lambda_faith": 0.0,
+    "normalize_terms": True,
+    "normalize_task": False,
+    "task_weighting": "none",
+    "sc_kernel": 9,
+    "cam_relu": True,
+    "cam_alpha_grad": True,
+    "sc_resolution": "layer",
+    "sc_erosion_border": "background",
+    "sc_window_border": "zero",
+    "sc_regions": "whole",
+    "sc_reduction": "mean",
+    "warmup": "none",
+    "warmup_epochs": 0,
+}
+"""The shipped ``sibnet`` method: the configuration ``studies/fidelity.yaml`` selected by
+validation macro AUC (``sib_lambda_0p01``; README, *What the evidence says*). The field defaults of
+:class:`MethodParams` stay the formulation shipped before that study, which the study calls
+``sib_today``."""
+
 
 DEFAULT_METHODS: dict[str, MethodParams] = {
     "baseline": MethodParams(),
     "se": MethodParams(attention="se"),
     "cbam": MethodParams(attention="cbam"),
-    "sibnet": MethodParams(objective="sibnet"),
+    "sibnet": MethodParams(objective="sibnet", **SIBNET_FORMULATION),
+    "sibnet_cd": MethodParams(objective="sibnet", **{**SIBNET_FORMULATION, "lambda_sc": 0.0}),
+    "sibnet_sc": MethodParams(objective="sibnet", **{**SIBNET_FORMULATION, "lambda_cd": 0.0}),
     "sibnet_reference": MethodParams(objective="sibnet", **REFERENCE_FORMULATION),
-    "sibnet_cd": MethodParams(objective="sibnet", lambda_sc=0.0),
-    "sibnet_sc": MethodParams(objective="sibnet", lambda_cd=0.0),
 }
 """The compared methods of the paper: cross-entropy, SE, CBAM, SIBnet and its two ablations, and
 ``sibnet_reference``, the original code's loss (defined, not run by default)."""

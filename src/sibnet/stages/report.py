@@ -16,15 +16,15 @@ Reads, for every method of ``pipeline.methods`` and seed of ``pipeline.seeds``, 
 and logs all of it to an MLflow run (stage ``report``).
 
 Tables: the validation macro AUC of the epoch each run kept (the model-selection criterion:
-choose configurations by it, never by the test tables); clean test macro AUC; macro AUC at every noise σ (with the noise really added and the
-total noise std); saliency per class and pooled — Dice, HD95, SSIM (convex hull; the paper's
-protocol, never a verdict), Dice without the hull, the pointing game and the energy-based
-pointing games — with the label-only prior-map and uniform-map rows, and a split by correctly
-and wrongly classified images; segmentation transfer (Dice / HD95 per mode). Each gives the
-mean over seeds, its percentile-bootstrap interval over test images, the standard deviation
-over seeds, and the difference Δ from ``report.reference`` with its interval over seeds and
-test images and a Holm-corrected verdict per table (none with one seed; see
-:mod:`sibnet.metrics.comparison`).
+choose configurations by it, never by the test tables); clean test macro AUC; macro AUC at every
+noise σ (with the noise really added and the total noise std); saliency per class and pooled —
+Dice, HD95, SSIM (convex hull; the paper's protocol, never a verdict), Dice without the hull,
+the pointing game and the energy-based pointing games — with the label-only prior-map and
+uniform-map rows, and a split by correctly and wrongly classified images; segmentation transfer
+(Dice / HD95 per mode). Each gives the mean over seeds, its percentile-bootstrap interval over
+test images, the standard deviation over seeds, and the difference Δ from ``report.reference``
+with its interval over seeds and test images and a Holm-corrected verdict per table (none with
+one seed; see :mod:`sibnet.metrics.comparison`).
 
 Stages that had nothing to do on this dataset: ``segment`` with an empty
 ``segment.structures`` (no organ masks) and ``saliency`` when no test image has a positive
