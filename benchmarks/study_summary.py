@@ -42,7 +42,8 @@ def _delta(entry: dict[str, Any]) -> str:
     interval = (
         f" [{_number(low, sign=True)}, {_number(high, sign=True)}]" if low is not None else ""
     )
-    return f"{_number(entry.get('delta'), sign=True)}{interval} {entry.get('verdict', '')}".strip()
+    verdict = entry.get("verdict") or "(pooled: no verdict)"
+    return f"{_number(entry.get('delta'), sign=True)}{interval} {verdict}"
 
 
 def _score(entry: dict[str, Any] | None) -> str:
