@@ -54,7 +54,7 @@ from sibnet.config import SIBNET_KEYS, MethodParams
 from sibnet.distributed import all_reduce_sum, unwrap
 from sibnet.engine import task_loss
 from sibnet.losses import class_distinctiveness, faithfulness, spatial_coherence
-from sibnet.saliency import logits_and_grad_cam
+from sibnet.saliency import logits_and_grad_cam, upsample
 
 __all__ = ["Objective", "SibnetObjective", "TaskObjective", "build_objective"]
 
@@ -324,8 +324,7 @@ class SibnetObjective(Objective):
             return class_distinctiveness(maps)
         if name == "sc":
             if self.sc_resolution == "input":
-                align = {} if self.sc_upsample == "nearest" else {"align_corners": False}
-                maps = F.interpolate(maps, size=images.shape[-2:], mode=self.sc_upsample, **align)
+                maps = upsample(maps, tuple(images.shape[-2:]), self.sc_upsample)
             return spatial_coherence(maps, kernel_size=self.sc_kernel, **self.sc_options)
         return faithfulness(model, images, maps, targets, self.task_name)
 

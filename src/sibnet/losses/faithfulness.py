@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sibnet.engine import probabilities
+
 __all__ = ["GAIN_OMEGA", "GAIN_SIGMA", "erasure_mask", "faithfulness"]
 
 GAIN_SIGMA = 0.5
@@ -105,5 +107,5 @@ def faithfulness(
     erased = images[image_index] * (1.0 - masks.unsqueeze(1).to(images.dtype))
     with _batchnorm_statistics_kept(model):
         logits = model(erased).float()
-    probs = logits.softmax(dim=1) if task == "multiclass" else logits.sigmoid()
+    probs = probabilities(logits, task)
     return probs[torch.arange(len(class_index), device=probs.device), class_index].mean()

@@ -246,8 +246,13 @@ def grad_cam(
     return logits_and_grad_cam(model, images, layer=layer, create_graph=create_graph, relu=relu)[1]
 
 
-def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of ``(B, C, h, w)`` maps to ``(B, C, *size)`` (input resolution)."""
+def upsample(
+    maps: torch.Tensor, size: tuple[int, int], mode: Literal["bilinear", "nearest"] = "bilinear"
+) -> torch.Tensor:
+    """Resize ``(B, C, h, w)`` maps to ``(B, C, *size)`` (input resolution): bilinear
+    (``align_corners=False``) or nearest (captum's ``LayerAttribution.interpolate`` default)."""
     if maps.dim() != 4:
         raise ValueError(f"maps must have shape (B, C, h, w), got {tuple(maps.shape)}")
+    if mode == "nearest":
+        return F.interpolate(maps, size=size, mode="nearest")
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
