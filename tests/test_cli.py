@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 
 from sibnet.cli import build_parser, main
 from sibnet.dag import STAGES
+from tests.workflow.repo import script_env
 
 
 def test_every_stage_is_a_subcommand_with_its_paths() -> None:
@@ -24,7 +26,9 @@ def test_every_stage_is_a_subcommand_with_its_paths() -> None:
 
 
 def test_console_script_is_installed() -> None:
-    result = subprocess.run(["sibnet", "--help"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ["sibnet", "--help"], capture_output=True, text=True, check=True, env=script_env(os.environ)
+    )
     for name in STAGES:
         assert name in result.stdout
 

@@ -5,8 +5,10 @@ controller and only node; select/cons_tres, proctrack/linuxproc, no accounting s
 limits enforced without cgroups: slurmstepd samples each job's memory every second and kills a
 job over its ``--mem``, writing "Exceeded job memory limit" to the job's log), waits until the
 node is idle, yields, then cancels every job, stops the daemons it started and restores
-``/etc/slurm/slurm.conf``. It needs root. Missing binaries are installed with apt-get only
-when ``SIBNET_INSTALL_SLURM=1``; otherwise it raises with the command that installs them.
+``/etc/slurm/slurm.conf``. It needs root and Debian's packages
+(:data:`tests.system_tools.SLURM`); without them it raises :class:`ClusterUnavailable` naming the
+command that installs them. The tests call :func:`tests.system_tools.provide` first, which
+installs them where it can (root with apt-get) and skips the tests elsewhere.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
-BINARIES = ("slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel", "munged", "munge")
-INSTALL = "apt-get update && apt-get install -y " + " ".join(PACKAGES)
+from tests.system_tools import SLURM, missing
+
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 SNAKEMAKE_SLURM = [
     "snakemake",
@@ -53,25 +54,14 @@ class ClusterUnavailable(RuntimeError):
     """The SLURM cluster could not be started (packages missing, not root, daemons failing)."""
 
 
-def _missing() -> list[str]:
-    sbin = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-    return [b for b in BINARIES if shutil.which(b, path=sbin) is None]
-
-
 def ensure_installed() -> None:
-    """Install the SLURM and munge packages if SIBNET_INSTALL_SLURM=1, else explain how."""
-    missing = _missing()
-    if not missing:
-        return
-    if os.environ.get("SIBNET_INSTALL_SLURM") != "1":
+    """Raise :class:`ClusterUnavailable` naming the install command if a program is missing."""
+    absent = missing(SLURM)
+    if absent:
         raise ClusterUnavailable(
-            f"SLURM/munge programs missing ({', '.join(missing)}). Install them with\n    {INSTALL}"
-            "\n(as root; .ci/run does), or set SIBNET_INSTALL_SLURM=1 to let the tests do it."
+            f"SLURM/munge programs missing ({', '.join(absent)}). Install them (as root) with\n"
+            f"    {SLURM.install}"
         )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["bash", "-c", INSTALL], check=True, env=env, capture_output=True)
-    if _missing():
-        raise ClusterUnavailable(f"still missing after `{INSTALL}`: {', '.join(_missing())}")
 
 
 def _munge_works() -> bool:

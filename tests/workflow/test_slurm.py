@@ -1,10 +1,13 @@
 """The tiny pipeline through a real one-node SLURM cluster (`workflow/profiles/slurm`).
 
-`slurm_cluster.local_cluster` starts munge, slurmctld and slurmd on this machine (root and
-Debian's slurmctld, slurmd, slurm-client and munge packages: `.ci/run` installs them; without
-them the tests fail and say how to install them). Every job must go through sbatch, give the
-same bytes as the local run, and a failed job (corrupt input, bad params, out of memory) must
-surface with its log, and the rerun must redo only the unfinished jobs.
+`slurm_cluster.local_cluster` starts munge, slurmctld and slurmd on this machine. That needs
+root and Debian's slurmctld, slurmd, slurm-client and munge packages: as root with apt-get the
+tests install them themselves (`tests.system_tools.provide`); elsewhere they are skipped with the
+command that installs them, and `.ci/run` (SIBNET_REQUIRE_SYSTEM_TOOLS=1) fails instead.
+
+Every job must go through sbatch, give the same bytes as the local run, and a failed job
+(corrupt input, bad params, out of memory) must surface with its log, and the rerun must redo
+only the unfinished jobs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.system_tools import SLURM as SLURM_PACKAGES
+from tests.system_tools import provide, require_root
 from tests.workflow.repo import TINY_PARAMS, clean_env, copy_repository, run
 from tests.workflow.slurm_cluster import SNAKEMAKE_SLURM, local_cluster
 from tests.workflow.test_lineage import _hashes
@@ -33,6 +38,11 @@ STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$", re.MULTILIN
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Path]:
+    require_root(
+        "the one-node SLURM cluster (slurmctld, slurmd, munged)",
+        "sudo -E python3 -m pytest tests/workflow/test_slurm.py",
+    )
+    provide(SLURM_PACKAGES)
     with local_cluster() as state:
         yield state
 
@@ -102,6 +112,16 @@ def test_every_job_goes_through_sbatch_and_matches_the_local_run(
     local, remote = _hashes(snakemake_run, ONE_RUN), _hashes(copy, ONE_RUN)
     assert len(local) > 10 and set(local) == set(remote)
     assert [k for k in local if local[k] != remote[k]] == []
+
+    # The cluster jobs inherit the submitting snakemake's invocation: one id for all 8 runs.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{copy / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sibnet-tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 8
+    assert len({r.data.tags["sibnet.invocation"] for r in runs}) == 1
+    assert {r.data.tags["sibnet.engine"] for r in runs} == {"snakemake"}
 
     print(f"\nSLURM run (8 jobs): {seconds:.0f} s wall ({_logged_seconds(copy):.0f} s logged)")
 
