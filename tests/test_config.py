@@ -287,3 +287,30 @@ def test_a_sibnet_method_dump_validates_again() -> None:
     )
     layer = layer.model_dump(mode="json")["methods"]["x"]
     assert "sc_upsample" not in layer and "cam_relu" in layer
+
+
+def test_folder_mask_columns_dump_only_when_set() -> None:
+    """Params without mask columns dump (and so hash) as before those keys existed; with them
+    the dump validates again."""
+    assert (
+        "lesion_mask_columns"
+        not in validate_params({}).model_dump(mode="json")["prepare"]["folder"]
+    )
+    raw = {
+        "prepare": {
+            "source": "folder",
+            "folder": {
+                "root": "/data",
+                "classes": ["a", "b"],
+                "lesion_mask_columns": {"a": "a_mask"},
+                "organs": ["lung"],
+                "organ_mask_columns": {"lung": "lung_mask"},
+            },
+        },
+        "segment": {"structures": ["lung"]},
+    }
+    params = validate_params(raw)
+    dumped = params.model_dump(mode="json")
+    assert dumped["prepare"]["folder"]["organ_mask_columns"] == {"lung": "lung_mask"}
+    assert validate_params(dumped) == params
+    assert params.prepare.organs() == ["lung"]

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from sibnet.data.phantom import DEFAULT_LESION_CONTRAST, DEFAULT_NOISE_STD, FINDINGS, ORGANS
+from sibnet.errors import SibnetError
 
 __all__ = [
     "CHEXPERT_COMPETITION",
@@ -61,7 +62,7 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=64)]
 """Names used in paths and stage names: a letter, then letters, digits or underscores."""
 
 
-class ParamsError(ValueError):
+class ParamsError(ValueError, SibnetError):
     """``params.yaml`` is missing, unreadable or invalid; the message names the key at fault."""
 
 
@@ -103,7 +104,11 @@ class PhantomParams(_Section):
 
 
 class SplitParams(_Section):
-    """Fractions of images (of patients, where patient ids exist) for validation and test."""
+    """Fractions of images (of patients, where patient ids exist) for validation and test.
+
+    Rounded per label stratum; a split that rounding leaves empty still gets one patient where
+    there are enough (see :func:`sibnet.data.splits.stratified_split`).
+    """
 
     val: float = Field(0.15, gt=0.0, lt=1.0)
     test: float = Field(0.2, gt=0.0, lt=1.0)
@@ -202,8 +207,18 @@ class FolderParams(_Section):
     """The folder adapter (:mod:`sibnet.data.adapters.folder`): a CSV plus image files.
 
     Multi-label: one 0/1 column per class, named as the class. Multi-class: ``label_column``
-    holds a class name per row. ``patient_column`` and ``split_column`` are optional. Mask
-    folders hold ``<image path without suffix>/<class or organ>.png``.
+    holds a class name per row. ``patient_column`` and ``split_column`` are optional.
+
+    Masks come one of two ways per kind (a params error to set both for one kind):
+
+    - folders: ``lesion_masks`` / ``organ_masks`` hold
+      ``<image path without suffix>/<class or organ>.png``;
+    - columns of the CSV: ``lesion_mask_columns`` maps a class to the column holding its mask
+      path, ``organ_mask_columns`` every organ to its column; paths relative to ``root`` (as
+      image paths), an empty cell an empty mask (no mask at all when the row's every mask cell
+      is empty).
+
+    ``organs`` names the organs and goes with ``organ_masks`` or ``organ_mask_columns``.
     """
 
     root: str | None = None
@@ -216,6 +231,12 @@ class FolderParams(_Section):
     split_column: str | None = None
     lesion_masks: str | None = None
     organ_masks: str | None = None
+    lesion_mask_columns: dict[ClassName, Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=1
+    )
+    organ_mask_columns: dict[Name, Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=1
+    )
     organs: list[Name] = Field(default_factory=list)
     intensity: Literal["dtype", "minmax"] = "dtype"
 
@@ -224,10 +245,45 @@ class FolderParams(_Section):
     def _unique_names(cls, values: list[str]) -> list[str]:
         return _unique(values)
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dump the mask-column keys only when set, so that params without them dump (and hash,
+        see :func:`sibnet.models.classifier.params_hash`) as before those keys existed."""
+        data = handler(self)
+        for key in ("lesion_mask_columns", "organ_mask_columns"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
     @model_validator(mode="after")
-    def _organs_need_masks(self) -> FolderParams:
-        if bool(self.organs) != (self.organ_masks is not None):
-            raise ValueError("organs and organ_masks go together: set both or neither")
+    def _masks_one_way(self) -> FolderParams:
+        for kind in ("lesion", "organ"):
+            if getattr(self, f"{kind}_masks") is not None and getattr(self, f"{kind}_mask_columns"):
+                raise ValueError(
+                    f"{kind}_masks (a mask folder) and {kind}_mask_columns (mask paths in the "
+                    f"CSV) are two ways to give the {kind} masks: set one, not both"
+                )
+        if self.lesion_mask_columns:
+            unknown = [c for c in self.lesion_mask_columns if c not in self.classes]
+            if unknown:
+                raise ValueError(
+                    f"lesion_mask_columns names {unknown}, which are not classes; "
+                    f"accepted: {self.classes}"
+                )
+        given = self.organ_masks is not None or bool(self.organ_mask_columns)
+        if bool(self.organs) != given:
+            raise ValueError(
+                "organs and organ_masks go together: set both or neither (or organs and "
+                "organ_mask_columns)"
+            )
+        if self.organ_mask_columns:
+            missing = [o for o in self.organs if o not in self.organ_mask_columns]
+            unknown = [o for o in self.organ_mask_columns if o not in self.organs]
+            if missing or unknown:
+                raise ValueError(
+                    "organ_mask_columns must map every organ of organs to a column: "
+                    f"missing {missing}, unknown {unknown}; accepted keys: {self.organs}"
+                )
         return self
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sibnet.config import Params, validate_params
+from sibnet.config import Params, ParamsError, validate_params
 from sibnet.data.images import fit_mask, read_mask
 from sibnet.data.ingest import work_folder
 from sibnet.data.prepared import PreparedDataset
@@ -239,19 +239,47 @@ def test_skip_invalid_writes_the_rest_and_a_rejects_report(
 
 
 def test_missing_columns_and_empty_splits_are_errors(
-    fixture: ChexpertFixture, tmp_path: Path
+    fixture: ChexpertFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     broken = _copy(fixture, tmp_path)
+    raw = _params(broken).model_dump(mode="json")
+    raw["tracking"] = {"enabled": True, "experiment": "misconfigured"}
+
+    def fails(error: type[Exception], match: str, out: str, **chexpert: str) -> str:
+        changed = {**raw, "prepare": {**raw["prepare"]}}
+        changed["prepare"]["chexpert"] = {**raw["prepare"]["chexpert"], **chexpert}
+        with pytest.raises(error, match=match) as caught:
+            prepare(validate_params(changed), prepared=tmp_path / out)
+        assert "--skip-invalid" not in str(caught.value)
+        assert not (tmp_path / out).exists()
+        return str(caught.value)
+
     write_table(broken.root / FOLDER / "valid.csv", [])
-    with pytest.raises(DataError, match="the test split is empty"):
-        prepare(_params(broken), prepared=tmp_path / "a")
+    fails(DataError, "the test split is empty: .*valid.csv", "a")
+    import mlflow
+
+    client = mlflow.MlflowClient(store)
+    experiment = client.get_experiment_by_name("misconfigured")
+    assert len(client.search_runs([experiment.experiment_id])) == 1  # a data problem: in the run
+    raw["tracking"]["experiment"] = "misconfigured-params"  # from here: no run at all
+
     (broken.root / FOLDER / "valid.csv").write_text("Path,Sex\nx.jpg,F\n")
-    with pytest.raises(DataError, match=r"missing column\(s\) \['Frontal/Lateral'"):
-        prepare(_params(broken), prepared=tmp_path / "b")
+    message = fails(ParamsError, r"valid.csv \(prepare.chexpert.valid_csv\) lacks column", "b")
+    assert "  - prepare.chexpert.valid_csv: 'Frontal/Lateral'" in message
+    assert "  - prepare.chexpert.classes: 'Pleural Effusion'" in message
+    assert "its columns are ['Path', 'Sex']" in message
     (broken.root / FOLDER / "valid.csv").unlink()
-    with pytest.raises(DataError, match="label table not found"):
-        prepare(_params(broken), prepared=tmp_path / "c")
-    assert not any((tmp_path / n).exists() for n in "abc")
+    fails(ParamsError, r"^prepare.chexpert.valid_csv: the label table .* not found", "c")
+    fails(ParamsError, r"^prepare.chexpert.root = .*: folder not found", "d", root="nowhere")
+    fails(
+        ParamsError,
+        r"^prepare.chexpert.lesion_masks = .*: folder not found",
+        "e",
+        lesion_masks=str(tmp_path / "no-masks"),
+    )
+    assert client.get_experiment_by_name("misconfigured-params") is None
 
 
 def test_default_classes_are_the_competition_five(fixture: ChexpertFixture, tmp_path: Path) -> None:

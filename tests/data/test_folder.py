@@ -11,10 +11,12 @@ import pytest
 
 from sibnet.config import ParamsError, validate_params
 from sibnet.data.images import fit_image, fit_mask, read_image, to_uint8
+from sibnet.data.ingest import work_folder
 from sibnet.data.prepared import PreparedDataset
 from sibnet.data.problems import DataError
 from sibnet.stages.prepare import prepare
 from tests.data.image_files import (
+    corrupt,
     radiograph,
     write_dicom,
     write_jpeg,
@@ -231,6 +233,56 @@ def test_configuration_errors_name_the_key(tmp_path: Path) -> None:
         validate_params(raw)
 
 
+def test_what_the_params_name_must_exist(
+    raw: tuple[Path, list[dict[str, str]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A root, mask folder, CSV or column the params name but that is not there is a
+    configuration error naming the key, raised before an MLflow run is opened."""
+    import mlflow
+
+    root, _ = raw
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    cases = {
+        "root": ({"root": str(tmp_path / "nowhere")}, r"^prepare.folder.root = .*: folder not"),
+        "lesions": (
+            {"lesion_masks": str(tmp_path / "none")},
+            r"^prepare.folder.lesion_masks = .*: folder not found",
+        ),
+        "csv": ({"csv": "nope.csv"}, r"^prepare.folder.csv: the label table .*nope.csv not found"),
+        "classes": (
+            {"classes": ["effusion", "nodules"]},
+            r"prepare.folder.classes: 'nodules'",
+        ),
+        "patient": (
+            {"patient_column": "patient_id"},
+            "prepare.folder.patient_column: 'patient_id'",
+        ),
+        "path": ({"path_column": "file"}, "prepare.folder.path_column: 'file'"),
+        "split": ({"split_column": "set"}, "prepare.folder.split_column: 'set'"),
+        "label": (
+            {"task": "multiclass", "classes": ["a", "b"], "label_column": "diagnosis"},
+            "prepare.folder.label_column: 'diagnosis'",
+        ),
+        "mask column": (
+            {"lesion_masks": None, "lesion_mask_columns": {"nodule": "nodule_mask"}},
+            "prepare.folder.lesion_mask_columns.nodule: 'nodule_mask'",
+        ),
+    }
+    for name, (folder, match) in cases.items():
+        params = _params(root)
+        params["prepare"]["folder"] |= folder
+        params["tracking"] = {"enabled": True, "experiment": "misconfigured"}
+        with pytest.raises(ParamsError, match=match) as caught:
+            prepare(validate_params(params), prepared=tmp_path / "x")
+        message = str(caught.value)
+        assert "configuration error" in message, name
+        assert "--skip-invalid" not in message and "skip_invalid" not in message, name
+        assert not (tmp_path / "x").exists()
+    assert "its columns are ['path', 'effusion', 'nodule', 'patient', 'Name'" in message
+    assert mlflow.MlflowClient(store).get_experiment_by_name("misconfigured") is None
+
+
 def test_unknown_columns_are_not_read(raw: tuple[Path, list[dict[str, str]]]) -> None:
     from sibnet.data.adapters.folder import plan_folder
 
@@ -241,3 +293,176 @@ def test_unknown_columns_are_not_read(raw: tuple[Path, list[dict[str, str]]]) ->
     assert SENTINEL not in text
     frame = pd.read_csv(root / "labels.csv")
     assert "Name" in frame.columns  # it is there; the plan simply never loaded it
+
+
+def _with_mask_columns(root: Path, rows: list[dict[str, str]], name: str) -> None:
+    """Write ``name``: ``rows`` plus mask-path columns naming the files of the mask folders."""
+    table = []
+    for row in rows:
+        stem = Path(row["path"]).with_suffix("")
+        cells = {}
+        for column, file in (
+            ("effusion_mask", Path("lesions") / stem / "effusion.png"),
+            ("nodule_mask", Path("lesions") / stem / "nodule.png"),
+            ("lung_mask", Path("organs") / stem / "lung.png"),
+        ):
+            cells[column] = file.as_posix() if (root / file).is_file() else ""
+        table.append({**row, **cells})
+    _write_csv(root / name, table)
+
+
+def _column_params(root: Path, **folder: object) -> dict:
+    columns = {
+        "csv": "masks.csv",
+        "lesion_masks": None,
+        "organ_masks": None,
+        "lesion_mask_columns": {"effusion": "effusion_mask", "nodule": "nodule_mask"},
+        "organ_mask_columns": {"lung": "lung_mask"},
+    }
+    return _params(root, **(columns | folder))
+
+
+def test_mask_paths_in_columns_equal_mask_folders(tmp_path: Path) -> None:
+    root = tmp_path / "raw"
+    rows = _folder(root)
+    _with_mask_columns(root, rows, "masks.csv")
+    prepare(validate_params(_params(root)), prepared=tmp_path / "folders")
+    prepare(validate_params(_column_params(root)), prepared=tmp_path / "columns")
+    folders = PreparedDataset.open(tmp_path / "folders")
+    columns = PreparedDataset.open(tmp_path / "columns")
+    everything = np.arange(len(rows))
+    annotated = [i % 3 == 0 for i in range(len(rows))]
+    for dataset in (folders, columns):
+        assert dataset.manifest["has_lesion_masks"].tolist() == annotated
+        assert dataset.manifest["has_organ_masks"].tolist() == annotated
+    for column in ("id", "split", "patient_id", "source", "source_sha256", "content_hash"):
+        if column != "content_hash":
+            assert folders.manifest[column].tolist() == columns.manifest[column].tolist(), column
+    np.testing.assert_array_equal(folders.images(everything), columns.images(everything))
+    np.testing.assert_array_equal(folders.labels, columns.labels)
+    lesions = columns.lesion_masks(everything)
+    np.testing.assert_array_equal(folders.lesion_masks(everything), lesions)
+    np.testing.assert_array_equal(folders.organ_masks(everything), columns.organ_masks(everything))
+    assert lesions[np.array(annotated), 0].any()  # the effusion files were read
+    assert not lesions[:, 1].any()  # every nodule cell is empty: empty masks
+    assert not lesions[~np.array(annotated)].any()  # rows with no mask cell: not annotated
+
+
+def test_a_missing_mask_file_named_in_the_csv_is_a_problem_of_its_row(tmp_path: Path) -> None:
+    root = tmp_path / "raw"
+    rows = _folder(root)
+    rows = [dict(r) for r in rows]
+    _with_mask_columns(root, rows, "masks.csv")
+    table = pd.read_csv(root / "masks.csv", dtype=str, keep_default_na=False)
+    table.loc[3, "effusion_mask"] = "lesions/img/gone/effusion.png"  # row 4
+    table.loc[7, "lung_mask"] = "/abs/lung.png"  # row 8
+    table.loc[10, "lung_mask"] = "../outside/lung.png"  # row 11
+    table.to_csv(root / "masks.csv", index=False)
+    with pytest.raises(DataError) as caught:
+        prepare(validate_params(_column_params(root)), prepared=tmp_path / "x")
+    assert [(p.file, p.row) for p in caught.value.problems] == [
+        ("masks.csv", 4),
+        ("masks.csv", 8),
+        ("masks.csv", 11),
+    ]
+    reasons = [p.reason for p in caught.value.problems]
+    assert reasons[0] == (
+        "column 'effusion_mask': mask file lesions/img/gone/effusion.png not found under the "
+        "data root"
+    )
+    assert "column 'lung_mask': mask path '/abs/lung.png' is absolute" in reasons[1]
+    assert "column 'lung_mask': mask path '../outside/lung.png' escapes the data root" in reasons[2]
+    assert "masks.csv, row 4: column 'effusion_mask'" in str(caught.value)
+    assert "--skip-invalid" in str(caught.value)  # a row problem: skipping helps
+    dataset = prepare(
+        validate_params(_column_params(root)), prepared=tmp_path / "x", skip_invalid=True
+    )
+    assert len(dataset) == len(rows) - 3
+    assert pd.read_csv(tmp_path / "x" / "rejects.csv")["row"].tolist() == [4, 8, 11]
+
+
+def test_mask_folders_and_mask_columns_exclude_each_other(tmp_path: Path) -> None:
+    raw = _column_params(tmp_path, lesion_masks=str(tmp_path))
+    with pytest.raises(ParamsError, match=r"prepare.folder: lesion_masks \(a mask folder\) and "):
+        validate_params(raw)
+    raw = _column_params(tmp_path, organ_masks=str(tmp_path))
+    with pytest.raises(ParamsError, match=r"organ_masks .* and organ_mask_columns .* set one"):
+        validate_params(raw)
+    raw = _column_params(tmp_path)
+    raw["prepare"]["folder"]["lesion_mask_columns"] = {"effusion": "e", "typo": "t"}
+    with pytest.raises(ParamsError, match=r"lesion_mask_columns names \['typo'\], which are not"):
+        validate_params(raw)
+    raw = _column_params(tmp_path, organs=["lung", "heart"])
+    with pytest.raises(ParamsError, match=r"organ_mask_columns must map every organ.*\['heart'\]"):
+        validate_params(raw)
+    raw = _column_params(tmp_path)
+    raw["prepare"]["folder"]["lesion_mask_columns"] = {"effusion": ""}
+    with pytest.raises(
+        ParamsError, match=r"prepare\.folder\.lesion_mask_columns\.effusion: String"
+    ):
+        validate_params(raw)
+    assert validate_params(_column_params(tmp_path)).prepare.folder.organ_masks is None
+
+
+def _rows(root: Path, patients: list[str], labels: list[str]) -> None:
+    rows = []
+    for i, (patient, label) in enumerate(zip(patients, labels, strict=True)):
+        write_png(root / f"{i}.png", radiograph(20, 20, seed=i))
+        rows.append({"path": f"{i}.png", "effusion": label, "nodule": "0", "patient": patient})
+    _write_csv(root / "labels.csv", rows)
+
+
+def _small(root: Path, **folder: object) -> dict:
+    raw = _params(root, lesion_masks=None, organ_masks=None, organs=[], **folder)
+    raw["segment"] = {"structures": []}
+    raw["prepare"]["split"] = {"val": 0.15, "test": 0.15, "seed": 0}
+    return raw
+
+
+def test_six_patients_fill_every_split(tmp_path: Path) -> None:
+    _rows(tmp_path, [f"p{i}" for i in range(6)], ["1", "1", "1", "0", "0", "0"])
+    dataset = prepare(validate_params(_small(tmp_path)), prepared=tmp_path / "small")
+    assert sorted(dataset.meta["split_counts"].items()) == [("test", 1), ("train", 4), ("val", 1)]
+
+
+def test_too_few_patients_say_what_would_help(tmp_path: Path) -> None:
+    _rows(tmp_path, ["a", "a", "b", "b"], ["1", "0", "1", "0"])
+    for skip in (False, True):
+        with pytest.raises(DataError) as caught:
+            prepare(validate_params(_small(tmp_path)), prepared=tmp_path / "x", skip_invalid=skip)
+        message = str(caught.value)
+        assert "labels.csv: 2 patient(s) cannot fill train, val and test" in message
+        assert "add patients, or give every row its split in a column" in message
+        assert "prepare.folder.split_column" in message
+        assert "--skip-invalid" not in message and "skip_invalid" not in message
+        assert not (tmp_path / "x").exists()
+    rows = pd.read_csv(tmp_path / "labels.csv", dtype=str)
+    rows["set"] = ["train", "train", "val", "val"]
+    rows.to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(DataError) as caught:
+        prepare(validate_params(_small(tmp_path, split_column="set")), prepared=tmp_path / "x")
+    message = str(caught.value)
+    assert "the test split is empty: no row has 'test' in column 'set'" in message
+    assert "--skip-invalid" not in message
+
+
+def test_problems_are_listed_in_row_order(tmp_path: Path) -> None:
+    _rows(tmp_path, [f"p{i}" for i in range(12)], ["1", "0"] * 6)
+    rows = pd.read_csv(tmp_path / "labels.csv", dtype=str)
+    rows.loc[4, "effusion"] = "maybe"  # row 5: found reading the table
+    rows.loc[3, "path"] = rows.loc[0, "path"]  # row 4: found comparing the paths
+    corrupt(tmp_path / rows.loc[1, "path"])  # row 2: found decoding the image
+    rows.to_csv(tmp_path / "labels.csv", index=False)
+    params = validate_params(_small(tmp_path))
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as caught:
+        prepare(params, prepared=out)
+    assert [p.row for p in caught.value.problems] == [2, 4, 5]
+    message = str(caught.value)
+    assert message.index("row 2:") < message.index("row 4:") < message.index("row 5:")
+    report = pd.read_csv(work_folder(out) / "problems.csv")
+    assert report["row"].tolist() == [2, 4, 5]
+    prepare(params, prepared=out, skip_invalid=True)
+    rejects = pd.read_csv(out / "rejects.csv")
+    assert rejects["row"].tolist() == [2, 4, 5]
+    assert "unknown label value 'maybe'" in rejects["reason"].iloc[2]

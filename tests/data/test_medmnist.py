@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sibnet.config import PrepareParams, validate_params
+from sibnet.config import ParamsError, PrepareParams, validate_params
 from sibnet.data.adapters import medmnist
 from sibnet.data.adapters.medmnist import write_medmnist
 from sibnet.data.images import fit_image, to_uint8
@@ -289,9 +289,16 @@ def test_byte_identical_reruns_and_no_absolute_path(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- bad inputs
 
 
-def test_missing_file(tmp_path: Path) -> None:
-    problems = failure(prepare_params(tmp_path / "nope.npz"), tmp_path / "out")
-    assert problems == [Problem("nope.npz", None, "file not found (prepare.medmnist.path)")]
+def test_missing_file_is_a_configuration_error(tmp_path: Path) -> None:
+    for path, found in ((tmp_path / "nope.npz", "not found"), (tmp_path, "is not a file")):
+        out = tmp_path / "out"
+        out.mkdir(exist_ok=True)
+        with pytest.raises(ParamsError) as caught:
+            write_medmnist(prepare_params(path), out, skip_invalid=False)
+        message = str(caught.value)
+        assert message.startswith(f"prepare.medmnist.path = {str(path)!r}: {found}")
+        assert "configuration error" in message and "--skip-invalid" not in message
+        assert list(out.iterdir()) == []
 
 
 def test_not_a_zip(tmp_path: Path) -> None:
@@ -505,8 +512,9 @@ def test_skip_invalid_cannot_empty_a_split(tmp_path: Path) -> None:
     arrays["val_labels"][:, 0] = 3
     path = save_npz(tmp_path / "v.npz", arrays)
     problems = failure(prepare_params(path), tmp_path / "o", skip_invalid=True)
-    assert problems[-1].file == "v.npz:val_labels" and "would be empty" in problems[-1].reason
-    assert len(problems) == 4  # the three rows, then the emptied split
+    # the emptied split (a problem of the whole array) is listed first, then the three rows
+    assert problems[0].file == "v.npz:val_labels" and "would be empty" in problems[0].reason
+    assert [p.row for p in problems] == [None, 1, 2, 3]
 
 
 # --------------------------------------------------------------------------- streaming

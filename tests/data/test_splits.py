@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sibnet.data.splits import stratified_split
+from sibnet.data.splits import SplitError, stratified_split
 
 
 def _labels(n: int, classes: int, seed: int = 0) -> np.ndarray:
@@ -89,3 +89,46 @@ def test_no_test_split() -> None:
 def test_bad_fractions(val: float, test: float) -> None:
     with pytest.raises(ValueError, match="0 <= test < 1"):
         stratified_split(_labels(10, 2), val=val, test=test, seed=0)
+
+
+def test_small_strata_still_fill_every_split() -> None:
+    """Two strata of 3 patients at 15 %: each rounds to 0 val and 0 test, yet val and test get
+    one patient each (from the larger share, deterministically, whatever the row order)."""
+    labels = np.array([[1, 0]] * 3 + [[0, 1]] * 3, dtype=np.int8)
+    groups = np.array(["p0", "p1", "p2", "p3", "p4", "p5"])
+    split = stratified_split(labels, val=0.15, test=0.15, seed=0, groups=groups)
+    assert sorted(split.tolist()) == ["test", "train", "train", "train", "train", "val"]
+    order = np.array([5, 2, 4, 0, 3, 1])
+    again = stratified_split(labels[order], val=0.15, test=0.15, seed=0, groups=groups[order])
+    assert np.array_equal(again, split[order])
+    for n, test in ((3, 0.15), (2, 0.0)):
+        split = stratified_split(_labels(n, 2), val=0.1, test=test, seed=1)
+        assert len(set(split)) == n  # one each of train, val (and test)
+
+
+def test_splits_that_rounding_fills_are_unchanged_by_the_top_up() -> None:
+    """Only an empty split is topped up: where rounding per stratum already gives every split a
+    patient, the split is the plain per-stratum cut (here recomputed by hand)."""
+    labels = _labels(40, 2, seed=5)
+    split = stratified_split(labels, val=0.2, test=0.2, seed=3)
+    rng = np.random.default_rng(3)
+    expected = np.empty(40, dtype=object)
+    for c in sorted({"10", "01"}):
+        members = np.flatnonzero((labels.astype(str) == np.array(list(c))).all(1))
+        members = members[rng.permutation(len(members))]
+        n_test, n_val = round(len(members) * 0.2), round(len(members) * 0.2)
+        expected[members[:n_test]] = "test"
+        expected[members[n_test : n_test + n_val]] = "val"
+        expected[members[n_test + n_val :]] = "train"
+    assert split.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize(
+    ("groups", "test", "message"), [(2, 0.2, "train, val and test"), (1, 0.0, "train and val")]
+)
+def test_too_few_groups(groups: int, test: float, message: str) -> None:
+    with pytest.raises(
+        SplitError, match=f"{groups} patient\\(s\\) cannot fill {message}"
+    ) as caught:
+        stratified_split(_labels(4, 2), val=0.2, test=test, seed=0, groups=np.arange(4) % groups)
+    assert caught.value.groups == groups

@@ -52,3 +52,41 @@ def test_shortcut_marker_is_recorded(tiny_params: Params, tmp_path: Path) -> Non
     trainval = manifest["split"].to_numpy() != "test"
     assert manifest["shortcut"].to_numpy()[trainval & nodule].all()
     assert not manifest["shortcut"].to_numpy()[trainval & ~nodule].any()
+
+
+@pytest.mark.parametrize(
+    ("source", "section", "key"),
+    [
+        ("medmnist", {"path": "missing.npz"}, "prepare.medmnist.path"),
+        ("folder", {"root": "missing", "classes": ["a"]}, "prepare.folder.root"),
+        ("folder", {"root": ".", "csv": "missing.csv", "classes": ["a"]}, "prepare.folder.csv"),
+        ("chexpert", {"root": "missing"}, "prepare.chexpert.root"),
+    ],
+)
+def test_configuration_errors_open_no_run(
+    source: str,
+    section: dict,
+    key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file or folder the params name but that is not there is a configuration error naming
+    the key, raised before the MLflow run is opened (so no FAILED run is left behind)."""
+    import mlflow
+
+    from sibnet.config import ParamsError, validate_params
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.chdir(tmp_path)
+    raw = {
+        "prepare": {"source": source, source: section},
+        "segment": {"structures": []},
+        "tracking": {"enabled": True, "experiment": "misconfigured"},
+    }
+    with pytest.raises(ParamsError, match=rf"^{key}") as caught:
+        prepare(validate_params(raw), prepared=tmp_path / "out")
+    assert "configuration error" in str(caught.value)
+    assert "skip-invalid" not in str(caught.value) and "skip_invalid" not in str(caught.value)
+    assert not (tmp_path / "out").exists()
+    assert mlflow.MlflowClient(store).get_experiment_by_name("misconfigured") is None

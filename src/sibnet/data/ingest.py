@@ -18,10 +18,14 @@ into a prepared dataset (:mod:`sibnet.data.prepared`):
   decodes only the rest. The work folder is removed once the dataset is complete.
 - **Problems together.** An unreadable, truncated or corrupt image, a missing file, or a mask
   whose shape differs from its image's, is a problem of its row; decoding carries on so that
-  all problems are reported at once with the adapter's own. Unless ``skip_invalid``, any
-  problem stops :func:`ingest` with a :class:`~sibnet.data.problems.DataError` before the
-  output is written (chunks already decoded stay in the work folder for the rerun). With
-  ``skip_invalid`` the rows are left out and listed in ``rejects.csv`` inside the dataset.
+  all problems are reported at once with the adapter's own, in row order
+  (:func:`~sibnet.data.problems.order_problems`, the source's tables in reading order).
+  Unless ``skip_invalid``, any problem stops :func:`ingest` with a
+  :class:`~sibnet.data.problems.DataError` before the output is written (chunks already
+  decoded stay in the work folder for the rerun). With ``skip_invalid`` the rows are left out
+  and listed in ``rejects.csv`` inside the dataset. Problems no skipping can solve (the plan's
+  ``fatal`` ones, such as too few patients for the splits, and an empty split) stop it before
+  decoding, whatever ``skip_invalid``, without suggesting it.
 - **Progress.** A tqdm bar over images (quiet off a terminal) and one log line per shard.
 
 Shards are numbered in plan order; a chunk that lost every row to problems is dropped and the
@@ -47,7 +51,7 @@ from tqdm import tqdm
 
 from sibnet.data.decode import ImageSettings, Record, decode_record
 from sibnet.data.prepared import FORMAT, PreparedDataset, store_shard, write_index
-from sibnet.data.problems import DataError, Problem, write_rejects
+from sibnet.data.problems import DataError, Problem, order_problems, write_rejects
 from sibnet.data.splits import SPLITS
 from sibnet.files import atomic_dir, write_json
 
@@ -63,8 +67,11 @@ class Plan:
     """What an adapter found: the dataset's description, its records and its problems.
 
     ``lesion_masks`` says whether the dataset stores per-class lesion masks at all (a source
-    configured with a lesion-mask folder); organ masks are stored when ``organs`` is not empty.
-    ``source`` is the ``dataset.json`` description of where the data came from.
+    configured with lesion masks); organ masks are stored when ``organs`` is not empty.
+    ``source`` is the ``dataset.json`` description of where the data came from (its ``tables``,
+    or ``table``, name the label tables in reading order, which orders the problems).
+    ``problems`` are those of single rows (skippable); ``fatal`` those that leaving rows out
+    cannot solve (a split that would be empty), reported with them but never skipped.
     """
 
     name: str
@@ -73,6 +80,7 @@ class Plan:
     organs: list[str]
     records: list[Record]
     problems: list[Problem] = field(default_factory=list)
+    fatal: list[Problem] = field(default_factory=list)
     lesion_masks: bool = False
     source: dict[str, Any] = field(default_factory=dict)
 
@@ -194,10 +202,12 @@ def _chunks(records: Sequence[Record], size: int) -> list[Sequence[Record]]:
     return [records[i : i + size] for i in range(0, len(records), size)]
 
 
-def _empty_splits(splits: Sequence[str], table: str) -> list[Problem]:
+def _empty_splits(splits: Sequence[str], table: str, *, left_out: bool) -> list[Problem]:
+    """A problem for each split with no image (``left_out``: rows with problems were)."""
     present = set(splits)
+    why = " once the rows with problems are left out" if left_out else ""
     return [
-        Problem(table, None, f"the {s} split is empty; every split needs at least one image")
+        Problem(table, None, f"the {s} split is empty{why}; every split needs at least one image")
         for s in SPLITS
         if s not in present
     ]
@@ -235,10 +245,13 @@ def ingest(
     output = Path(output)
     work = work_folder(output) if work is None else Path(work)
     table = plan.source.get("table", plan.name)
+    tables = plan.source.get("tables", [table])
     problems = list(plan.problems)
-    empty = _empty_splits([r.split for r in plan.records], table)
-    if empty:  # decoding cannot help: report what is known now
-        raise DataError(problems + empty)
+    fatal = plan.fatal or _empty_splits(
+        [r.split for r in plan.records], table, left_out=bool(problems)
+    )
+    if fatal:  # neither decoding nor leaving rows out can help: report what is known now
+        raise DataError(order_problems(problems + fatal, tables), skippable=False)
 
     identity = json.loads(
         json.dumps({"format": _WORK_FORMAT, "prepared": FORMAT, "settings": asdict(settings)})
@@ -287,7 +300,9 @@ def ingest(
     if resumed:
         log.info("resumed %d of %d shards from %s", resumed, len(chunks), work)
 
-    problems += [Problem(**p) for e in entries for p in e["problems"]]
+    problems = order_problems(
+        problems + [Problem(**p) for e in entries for p in e["problems"]], tables
+    )
     frames = [
         pd.read_parquet(work / f"chunk-{i:05d}.parquet").assign(chunk=i)
         for i, e in enumerate(entries)
@@ -298,9 +313,11 @@ def ingest(
         write_rejects(report, problems)
         raise DataError(problems, report=report)
     manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    empty = _empty_splits(manifest["split"].tolist() if len(manifest) else [], table)
+    empty = _empty_splits(
+        manifest["split"].tolist() if len(manifest) else [], table, left_out=bool(problems)
+    )
     if empty:
-        raise DataError(empty + problems)
+        raise DataError(order_problems(problems + empty, tables), skippable=False)
 
     with atomic_dir(output) as tmp:
         shards = []

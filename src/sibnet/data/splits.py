@@ -4,9 +4,27 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SPLITS", "stratified_split"]
+__all__ = ["SPLITS", "SplitError", "stratified_split"]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+class SplitError(ValueError):
+    """Too few groups (patients) to give every requested split at least one.
+
+    Attributes:
+        groups: the number of groups.
+        splits: the splits that each need one.
+    """
+
+    def __init__(self, groups: int, splits: tuple[str, ...]) -> None:
+        self.groups = groups
+        self.splits = splits
+        names = ", ".join(splits[:-1]) + f" and {splits[-1]}"
+        super().__init__(
+            f"{groups} patient(s) cannot fill {names}: each split needs at least one patient"
+        )
+
 
 _MIN_STRATUM = 3
 """Label patterns held by fewer patients than this are pooled into one stratum."""
@@ -35,8 +53,16 @@ def stratified_split(
     of positive labels its images carry (one-hot for multi-class, multi-hot for multi-label;
     unknown labels, -1, see :mod:`sibnet.data.prepared`, count as not positive), and label
     patterns too rare to divide are pooled. Within each stratum the groups, in sorted order, are
-    permuted by a generator seeded with ``seed`` and cut by the fractions. The result therefore
+    permuted by a generator seeded with ``seed`` and cut by the fractions (each stratum's
+    ``round(groups × fraction)`` for test, then val, the rest train). The result therefore
     depends only on the set of (group, labels) pairs and the seed, not on row order.
+
+    Small datasets: every requested split (train, val, and test when ``test`` > 0) gets at least
+    one group. Where rounding per stratum leaves one empty (two strata of 3 patients, 15 %
+    each: 0.45 rounds to 0 in both), one group is moved into it from the split that has most
+    groups, taken from the stratum furthest below its share of the empty split (then the larger
+    stratum, then the first by pattern), deterministically. Splits that rounding already fills
+    are exactly as without this rule.
 
     Args:
         labels: ``(N, C)`` labels: 0/1, or -1 for unknown (treated as 0 for stratification).
@@ -49,10 +75,14 @@ def stratified_split(
 
     Returns:
         ``(N,)`` array of split names.
+
+    Raises:
+        SplitError: fewer groups than requested splits (3 with ``test`` > 0, else 2).
+        ValueError: bad shapes or fractions.
     """
     labels = np.asarray(labels)
-    if labels.ndim != 2 or len(labels) == 0:
-        raise ValueError(f"labels must have shape (N, C) with N > 0, got {labels.shape}")
+    if labels.ndim != 2:
+        raise ValueError(f"labels must have shape (N, C), got {labels.shape}")
     if not (0 < val < 1 and 0 <= test < 1 and val + test < 1):
         raise ValueError(
             f"need 0 < val < 1, 0 <= test < 1 and val + test < 1; got val={val}, test={test}"
@@ -64,19 +94,61 @@ def stratified_split(
         raise ValueError(f"groups must have shape ({len(labels)},), got {groups.shape}")
 
     unique_groups, inverse = np.unique(groups, return_inverse=True)
+    wanted = ("train", "val", "test") if test > 0 else ("train", "val")
+    if len(unique_groups) < len(wanted):
+        raise SplitError(len(unique_groups), wanted)
     patterns = _group_patterns(labels, inverse, len(unique_groups))
     keys, counts = np.unique(patterns, return_counts=True)
     rare = set(keys[counts < _MIN_STRATUM])
     strata = np.where(np.isin(patterns, list(rare)), "rare", patterns)
 
     rng = np.random.default_rng(seed)
+    order = sorted(set(strata))
+    members = {}
+    sizes: dict[str, dict[str, int]] = {}
+    for stratum in order:
+        chosen = np.flatnonzero(strata == stratum)
+        members[stratum] = chosen[rng.permutation(len(chosen))]
+        n_test = min(round(len(chosen) * test), len(chosen))
+        n_val = min(round(len(chosen) * val), len(chosen) - n_test)
+        sizes[stratum] = {"test": n_test, "val": n_val, "train": len(chosen) - n_test - n_val}
+    _fill_empty(sizes, order, {"train": 1.0 - val - test, "val": val, "test": test}, wanted)
+
     group_split = np.empty(len(unique_groups), dtype=object)
-    for stratum in sorted(set(strata)):
-        members = np.flatnonzero(strata == stratum)
-        members = members[rng.permutation(len(members))]
-        n_test = round(len(members) * test)
-        n_val = round(len(members) * val)
-        group_split[members[:n_test]] = "test"
-        group_split[members[n_test : n_test + n_val]] = "val"
-        group_split[members[n_test + n_val :]] = "train"
+    for stratum in order:
+        chosen, size = members[stratum], sizes[stratum]
+        group_split[chosen[: size["test"]]] = "test"
+        group_split[chosen[size["test"] : size["test"] + size["val"]]] = "val"
+        group_split[chosen[size["test"] + size["val"] :]] = "train"
     return group_split[inverse].astype(str)
+
+
+def _fill_empty(
+    sizes: dict[str, dict[str, int]],
+    order: list[str],
+    fractions: dict[str, float],
+    wanted: tuple[str, ...],
+) -> None:
+    """Move one group into each split of ``wanted`` that ``sizes`` leaves empty (in place).
+
+    The group comes from the split with most groups (ties: train, val, test), from the stratum
+    furthest below its share of the empty split (ties: the larger stratum, then the first of
+    ``order``). Needs at least ``len(wanted)`` groups in all, so the donor keeps one.
+    """
+    for split in ("val", "test", "train"):
+        if split not in wanted or sum(s[split] for s in sizes.values()) > 0:
+            continue
+        donor = max(
+            (d for d in wanted if d != split),
+            key=lambda d: (sum(s[d] for s in sizes.values()), -wanted.index(d)),
+        )
+        stratum = max(
+            (name for name in order if sizes[name][donor] > 0),
+            key=lambda name: (
+                sum(sizes[name].values()) * fractions[split] - sizes[name][split],
+                sum(sizes[name].values()),
+                -order.index(name),
+            ),
+        )
+        sizes[stratum][donor] -= 1
+        sizes[stratum][split] += 1

@@ -8,9 +8,13 @@ See :mod:`sibnet.data.prepared` for the layout. Sources (``prepare.source``):
   parallel, resumably, shard by shard (:mod:`sibnet.data.ingest`).
 - ``medmnist``: one ``.npz`` file, streamed (:mod:`sibnet.data.adapters.medmnist`).
 
-Problems in the raw data are collected and reported together (:mod:`sibnet.data.problems`);
-the stage fails before writing anything unless ``skip_invalid`` (``--skip-invalid``), which
-leaves those rows out and lists them in ``rejects.csv`` inside the prepared dataset.
+Problems in the raw data are collected and reported together, in row order
+(:mod:`sibnet.data.problems`); the stage fails before writing anything unless ``skip_invalid``
+(``--skip-invalid``), which leaves those rows out and lists them in ``rejects.csv`` inside the
+prepared dataset. Before that, and before the MLflow run is opened, the source's check
+(:data:`CHECKS`) makes sure that the folders, files and columns the params name exist: one
+that does not is a configuration error (:class:`~sibnet.config.ParamsError` naming the key),
+so a misconfigured run leaves no failed MLflow run behind.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sibnet.config import Params, PrepareParams
-from sibnet.data.adapters.chexpert import plan_chexpert
-from sibnet.data.adapters.folder import plan_folder
-from sibnet.data.adapters.medmnist import write_medmnist
+from sibnet.data.adapters.chexpert import check_chexpert, plan_chexpert
+from sibnet.data.adapters.folder import check_folder, plan_folder
+from sibnet.data.adapters.medmnist import check_medmnist, write_medmnist
 from sibnet.data.adapters.phantom import write_phantom
 from sibnet.data.decode import ImageSettings
 from sibnet.data.ingest import Plan, ingest
@@ -30,13 +34,20 @@ from sibnet.data.prepared import PreparedDataset
 from sibnet.files import atomic_dir
 from sibnet.tracking import start_run
 
-__all__ = ["PLANNERS", "prepare"]
+__all__ = ["CHECKS", "PLANNERS", "prepare"]
 
 PLANNERS: dict[str, Callable[[PrepareParams], Plan]] = {
     "chexpert": plan_chexpert,
     "folder": plan_folder,
 }
 """File-based sources: ``prepare.source`` → the adapter that plans their images."""
+
+CHECKS: dict[str, Callable[[PrepareParams], None]] = {
+    "chexpert": check_chexpert,
+    "folder": check_folder,
+    "medmnist": check_medmnist,
+}
+"""``prepare.source`` → the check that what its params name exists (raises ``ParamsError``)."""
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +85,14 @@ def prepare(params: Params, *, prepared: Path, skip_invalid: bool | None = None)
         skip_invalid: leave rows with problems out (``None``: ``prepare.skip_invalid``).
 
     Raises:
+        ParamsError: a folder, file or column the params name is not there (checked before
+            the MLflow run is opened).
         DataError: the raw data has problems (and not ``skip_invalid``).
     """
     section = params.prepare
     skip = section.skip_invalid if skip_invalid is None else skip_invalid
+    if section.source in CHECKS:
+        CHECKS[section.source](section)
     with start_run(params, stage="prepare") as tracker:
         tracker.log_params({"prepare": section.model_dump(mode="json"), "skip_invalid": skip})
         _write(section, Path(prepared), skip)

@@ -22,6 +22,12 @@ the 14 observations (:data:`~sibnet.config.CHEXPERT_OBSERVATIONS`), each ``1.0``
   folder of ``<Path without suffix>/<class>.png`` (see :mod:`sibnet.data.adapters.tables`).
 - Only ``Path``, ``Frontal/Lateral`` and the class columns are read; ``Sex``, ``Age``, ``AP/PA``
   and the other observations never leave the CSV.
+- **Configuration errors**: a ``root`` or ``lesion_masks`` folder, a ``train_csv`` or
+  ``valid_csv`` that is not there, or a table that lacks ``Path``, ``Frontal/Lateral`` or a
+  class column, is a :class:`~sibnet.config.ParamsError` naming the key
+  (:func:`check_chexpert`, run by ``sibnet prepare`` before anything else), not a problem of
+  the data. Fewer than 2 usable patients in ``train.csv`` (train and val need one each) or no
+  usable image in ``valid.csv`` cannot be solved by leaving rows out either.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ import numpy as np
 
 from sibnet.config import PrepareParams
 from sibnet.data.adapters.tables import (
+    check_directory,
+    check_table,
     find_duplicates,
     mask_files,
     read_table,
@@ -41,9 +49,11 @@ from sibnet.data.adapters.tables import (
 from sibnet.data.decode import Record
 from sibnet.data.ingest import Plan
 from sibnet.data.problems import Problem
-from sibnet.data.splits import stratified_split
+from sibnet.data.splits import SplitError, stratified_split
 
-__all__ = ["plan_chexpert"]
+__all__ = ["check_chexpert", "plan_chexpert"]
+
+_KEY = "prepare.chexpert"
 
 _PATIENT = re.compile(r"(?:^|/)(patient\d+)(?:/|$)")
 _VALUES = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-1.0": -1, "-1": -1, "": 0}
@@ -72,19 +82,55 @@ def _labels(
     return tuple(labels), None
 
 
+def _tables(params: PrepareParams) -> list[tuple[str, str, dict[str, str]]]:
+    """``(table, key, columns)`` of both label tables: each column → the key naming it."""
+    options = params.chexpert
+    tables = []
+    for key, table in (("train_csv", options.train_csv), ("valid_csv", options.valid_csv)):
+        columns = {"Path": f"{_KEY}.{key}", "Frontal/Lateral": f"{_KEY}.{key}"}
+        columns |= {c: f"{_KEY}.classes" for c in options.classes}
+        tables.append((table, f"{_KEY}.{key}", columns))
+    return tables
+
+
+def check_chexpert(params: PrepareParams) -> None:
+    """Check what ``prepare.chexpert`` names exists: ``root``, ``lesion_masks`` and both label
+    tables with their columns (headers only are read).
+
+    Raises:
+        ParamsError: something named is not there; the message names the key.
+        DataError: a table is not readable as CSV.
+    """
+    options = params.chexpert
+    check_directory(
+        options.root,
+        f"{_KEY}.root",
+        "the folder the CSVs' Path column is relative to (the parent of CheXpert-v1.0/)",
+    )
+    check_directory(
+        options.lesion_masks,
+        f"{_KEY}.lesion_masks",
+        "the folder of lesion masks (<Path without suffix>/<class>.png)",
+    )
+    root = Path(options.root or ".")
+    for table, key, columns in _tables(params):
+        check_table(root / table, columns, key=key, name=table)
+
+
 def plan_chexpert(params: PrepareParams) -> Plan:
     """Read CheXpert's label tables into a :class:`~sibnet.data.ingest.Plan` (no image is
     decoded here; missing image files are problems already)."""
     options = params.chexpert
+    check_chexpert(params)
     root = Path(options.root or ".")
     masks = Path(options.lesion_masks) if options.lesion_masks else None
     classes = list(options.classes)
-    columns = ["Path", "Frontal/Lateral", *classes]
     problems: list[Problem] = []
     planned: list[dict] = []
     lateral = 0
-    for table_name, test in ((options.train_csv, False), (options.valid_csv, True)):
-        table = read_table(root / table_name, columns, table_name)
+    for table_name, key, columns in _tables(params):
+        test = key.endswith("valid_csv")
+        table = read_table(root / table_name, columns, table_name, key=key)
         for number, row in enumerate(table.to_dict("records"), start=1):
             if options.frontal_only and row["Frontal/Lateral"].strip() == "Lateral":
                 lateral += 1
@@ -135,17 +181,33 @@ def plan_chexpert(params: PrepareParams) -> Plan:
     good = [p for p in good if p not in crossing]
 
     train = [p for p in good if not p["test"]]
-    splits = (
-        stratified_split(
-            np.array([p["labels"] for p in train], dtype=np.int8),
+    counted = " (counting the rows without problems)" if problems else ""
+    fatal: list[Problem] = []
+    try:
+        splits = stratified_split(
+            np.array([p["labels"] for p in train], dtype=np.int8).reshape(len(train), len(classes)),
             val=params.split.val,
             test=0.0,
             seed=params.split.seed,
             groups=np.array([p["patient"] for p in train]),
         )
-        if train
-        else []
-    )
+    except SplitError as error:
+        fatal.append(
+            Problem(
+                options.train_csv, None, f"{error}{counted}; add patients to {options.train_csv}"
+            )
+        )
+        splits = np.array(["train"] * len(train))
+    if not any(p["test"] for p in good):
+        fatal.append(
+            Problem(
+                options.valid_csv,
+                None,
+                f"the test split is empty: {options.valid_csv} (the test split) has no "
+                f"{'frontal ' if options.frontal_only else ''}image"
+                f"{' without problems' if problems else ''}; every split needs at least one image",
+            )
+        )
     split_of = {id(p): s for p, s in zip(train, splits, strict=True)}
     records = [
         Record(
@@ -168,6 +230,7 @@ def plan_chexpert(params: PrepareParams) -> Plan:
         organs=[],
         records=records,
         problems=problems,
+        fatal=fatal,
         lesion_masks=masks is not None,
         source={
             "adapter": "chexpert",

@@ -12,11 +12,30 @@
   image is its own patient.
 - ``split_column`` (optional): ``train``, ``val`` or ``test`` per row. Without it the split is
   drawn by patient, stratified by label pattern, from ``prepare.split``.
-- ``lesion_masks`` / ``organ_masks`` (optional): mask folders of
-  ``<image path without suffix>/<class>.png`` and ``<image path without suffix>/<organ>.png``
-  (see :mod:`sibnet.data.adapters.tables`); ``organs`` names the segmentation structures.
+- Masks (optional), one PNG per class (lesion masks) or organ (segmentation masks, ``organs``
+  names the structures), given one of two ways for each kind (both for one kind is a params
+  error; see :mod:`sibnet.data.adapters.tables`):
+
+  - mask folders, ``lesion_masks`` / ``organ_masks``: ``<image path without suffix>/<class>.png``
+    and ``<image path without suffix>/<organ>.png``; an image is annotated when its folder
+    exists;
+  - columns of the CSV, ``lesion_mask_columns`` (class → column) / ``organ_mask_columns``
+    (every organ → column): each cell the mask's path relative to ``root`` (as image paths),
+    an empty cell an empty mask; a row is annotated when any of its mask cells is filled; a
+    mask file named but not there is a problem of its row.
 
 Only the named columns are read; any other column of the CSV never leaves it.
+
+Configuration errors: a ``root`` or mask folder that is not there, a CSV that is not there, or
+a column the params name (``path_column``, the classes or ``label_column``, ``patient_column``,
+``split_column``, the mask columns) that the CSV lacks is a
+:class:`~sibnet.config.ParamsError` naming the key (:func:`check_folder`, run by ``sibnet
+prepare`` before anything else), not a problem of the data.
+
+Splits: drawn ones give every split at least one patient (see
+:func:`~sibnet.data.splits.stratified_split`); a dataset with fewer patients than splits, or a
+``split_column`` that gives a split no row, cannot be prepared whatever rows are left out (a
+problem that names what would help).
 """
 
 from __future__ import annotations
@@ -25,9 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sibnet.config import PrepareParams
+from sibnet.config import FolderParams, PrepareParams
 from sibnet.data.adapters.tables import (
+    check_directory,
+    check_table,
     find_duplicates,
+    mask_cells,
     mask_files,
     read_table,
     relative_image_path,
@@ -35,27 +57,76 @@ from sibnet.data.adapters.tables import (
 from sibnet.data.decode import Record
 from sibnet.data.ingest import Plan
 from sibnet.data.problems import Problem
-from sibnet.data.splits import SPLITS, stratified_split
+from sibnet.data.splits import SPLITS, SplitError, stratified_split
 
-__all__ = ["plan_folder"]
+__all__ = ["check_folder", "plan_folder"]
 
 _BINARY = {"1": 1, "1.0": 1, "0": 0, "0.0": 0}
+_KEY = "prepare.folder"
+
+
+def _csv_path(options: FolderParams) -> Path:
+    csv = Path(options.csv)
+    return csv if csv.is_absolute() else Path(options.root or ".") / csv
+
+
+def _columns(options: FolderParams) -> dict[str, str]:
+    """The CSV's columns the params name, in reading order, each → the key naming it."""
+    named: list[tuple[str | None, str]] = [(options.path_column, f"{_KEY}.path_column")]
+    if options.task == "multilabel":
+        named += [(c, f"{_KEY}.classes") for c in options.classes]
+    else:
+        named.append((options.label_column, f"{_KEY}.label_column"))
+    named += [
+        (options.patient_column, f"{_KEY}.patient_column"),
+        (options.split_column, f"{_KEY}.split_column"),
+    ]
+    for kind in ("lesion", "organ"):
+        columns = getattr(options, f"{kind}_mask_columns") or {}
+        named += [(c, f"{_KEY}.{kind}_mask_columns.{n}") for n, c in columns.items()]
+    found: dict[str, str] = {}
+    for column, key in named:
+        if column is not None:
+            found.setdefault(column, key)
+    return found
+
+
+def check_folder(params: PrepareParams) -> None:
+    """Check what ``prepare.folder`` names exists: ``root``, the mask folders, the CSV and its
+    columns (the header only is read).
+
+    Raises:
+        ParamsError: something named is not there; the message names the key.
+        DataError: the CSV is not readable as CSV.
+    """
+    options = params.folder
+    check_directory(
+        options.root, f"{_KEY}.root", "the folder the CSV's image paths are relative to"
+    )
+    for kind in ("lesion", "organ"):
+        check_directory(
+            getattr(options, f"{kind}_masks"),
+            f"{_KEY}.{kind}_masks",
+            f"the folder of {kind} masks (<image path without suffix>/<name>.png)",
+        )
+    check_table(
+        _csv_path(options), _columns(options), key=f"{_KEY}.csv", name=Path(options.csv).name
+    )
 
 
 def plan_folder(params: PrepareParams) -> Plan:
     """Read the folder source's CSV into a :class:`~sibnet.data.ingest.Plan` (no image is
     decoded here; missing image files are problems already)."""
     options = params.folder
+    check_folder(params)
     root = Path(options.root or ".")
-    csv_path = Path(options.csv) if Path(options.csv).is_absolute() else root / options.csv
     table_name = Path(options.csv).name
     classes = list(options.classes)
-    label_columns = classes if options.task == "multilabel" else [options.label_column]
-    optional = [c for c in (options.patient_column, options.split_column) if c]
-    columns = list(dict.fromkeys([options.path_column, *label_columns, *optional]))
-    table = read_table(csv_path, columns, table_name)
+    table = read_table(_csv_path(options), _columns(options), table_name, key=f"{_KEY}.csv")
     lesion_root = Path(options.lesion_masks) if options.lesion_masks else None
     organ_root = Path(options.organ_masks) if options.organ_masks else None
+    lesion_columns = options.lesion_mask_columns
+    organ_columns = options.organ_mask_columns
 
     planned: list[dict] = []
     for number, row in enumerate(table.to_dict("records"), start=1):
@@ -91,9 +162,17 @@ def plan_folder(params: PrepareParams) -> Plan:
             reason = f"image file {source} not found under the data root"
         lesions = organs = None
         if reason is None:
-            lesions, reason = mask_files(lesion_root, source, classes, required=False)
+            lesions, reason = (
+                mask_files(lesion_root, source, classes, required=False)
+                if lesion_columns is None
+                else mask_cells(root, row, lesion_columns, classes, required=False)
+            )
         if reason is None:
-            organs, reason = mask_files(organ_root, source, options.organs, required=True)
+            organs, reason = (
+                mask_files(organ_root, source, options.organs, required=True)
+                if organ_columns is None
+                else mask_cells(root, row, organ_columns, options.organs, required=True)
+            )
         planned.append(
             {
                 "row": number,
@@ -114,18 +193,45 @@ def plan_folder(params: PrepareParams) -> Plan:
     problems += duplicates
     repeated = {d.row for d in duplicates}
     good = [p for p in planned if not p["reason"] and p["row"] not in repeated]
+    fatal: list[Problem] = []
     if options.split_column:
         problems += _patients_across_splits(good, table_name)
-    elif good:
-        splits = stratified_split(
-            np.array([p["labels"] for p in good], dtype=np.int8),
-            val=params.split.val,
-            test=params.split.test,
-            seed=params.split.seed,
-            groups=np.array([p["patient"] for p in good]),
-        )
-        for p, split in zip(good, splits, strict=True):
-            p["split"] = str(split)
+        failed = {p.row for p in problems}
+        present = {p["split"] for p in good if p["row"] not in failed}
+        fatal += [
+            Problem(
+                table_name,
+                None,
+                f"the {s} split is empty: no row{' without problems' if problems else ''} has "
+                f"{s!r} in column {options.split_column!r}; every split needs at least one image",
+            )
+            for s in SPLITS
+            if s not in present
+        ]
+    else:
+        try:
+            splits = stratified_split(
+                np.array([p["labels"] for p in good], dtype=np.int8).reshape(
+                    len(good), len(classes)
+                ),
+                val=params.split.val,
+                test=params.split.test,
+                seed=params.split.seed,
+                groups=np.array([p["patient"] for p in good]),
+            )
+        except SplitError as error:
+            counted = " (counting the rows without problems)" if problems else ""
+            fatal.append(
+                Problem(
+                    table_name,
+                    None,
+                    f"{error}{counted}; add patients, or give every row its split in a column "
+                    f"({_KEY}.split_column)",
+                )
+            )
+        else:
+            for p, split in zip(good, splits, strict=True):
+                p["split"] = str(split)
     failed = {p.row for p in problems}
     records = [
         Record(
@@ -141,7 +247,7 @@ def plan_folder(params: PrepareParams) -> Plan:
             organ_masks=p["organs"],
         )
         for p in good
-        if p["row"] not in failed
+        if p["row"] not in failed and not fatal
     ]
     return Plan(
         name=params.dataset,
@@ -150,7 +256,8 @@ def plan_folder(params: PrepareParams) -> Plan:
         organs=list(options.organs),
         records=records,
         problems=problems,
-        lesion_masks=lesion_root is not None,
+        fatal=fatal,
+        lesion_masks=lesion_root is not None or lesion_columns is not None,
         source={
             "adapter": "folder",
             "table": table_name,

@@ -55,7 +55,12 @@ Problems
     problem of one array; ``row`` is the 1-based index within the split (so row ``i + 1`` is
     image ``<s>-<i:06d>``), ``None`` for a problem of the whole file or array.
 
-    - *File problems* (fatal, even with ``skip_invalid``): file not found; not a zip/``.npz``
+    A ``path`` that names no file is a configuration error, not a problem of the data: a
+    :class:`~sibnet.config.ParamsError` naming ``prepare.medmnist.path`` (:func:`check_medmnist`,
+    run by ``sibnet prepare`` before anything else).
+
+    - *File problems* (fatal, even with ``skip_invalid``, which the error then does not
+      suggest): not a zip/``.npz``
       or truncated (a broken archive, or a member shorter than its ``.npy`` header says,
       checked from the archive's directory before anything is written and again while
       reading); missing arrays; an array that is not a plain ``.npy`` (unknown format version,
@@ -89,14 +94,14 @@ import numpy as np
 from numpy.lib import format as npy_format
 from tqdm import tqdm
 
-from sibnet.config import PrepareParams
+from sibnet.config import ParamsError, PrepareParams
 from sibnet.data.images import fit_image, to_uint8
 from sibnet.data.prepared import PreparedWriter
 from sibnet.data.problems import DataError, Problem, write_rejects
 from sibnet.data.splits import SPLITS
 from sibnet.files import sha256_bytes, sha256_file
 
-__all__ = ["BLOCK", "BLOCK_BYTES", "KEYS", "MAX_CLASSES", "write_medmnist"]
+__all__ = ["BLOCK", "BLOCK_BYTES", "KEYS", "MAX_CLASSES", "check_medmnist", "write_medmnist"]
 
 BLOCK = 512
 """Images read from the file at a time (fewer when they are large, see :data:`BLOCK_BYTES`)."""
@@ -168,6 +173,21 @@ class _Checked:
     rows: list[Problem] = field(default_factory=list)
 
 
+def check_medmnist(params: PrepareParams) -> None:
+    """Check that ``prepare.medmnist.path`` names a file (its content is checked on writing).
+
+    Raises:
+        ParamsError: it does not; the message names the key and the path.
+    """
+    path = Path(params.medmnist.path or "").expanduser()
+    if not path.is_file():
+        found = "is not a file" if path.exists() else "not found"
+        raise ParamsError(
+            f"prepare.medmnist.path = {params.medmnist.path!r}: {found} (a configuration error: "
+            "nothing was read); set it to a 2D MedMNIST .npz file"
+        )
+
+
 def write_medmnist(params: PrepareParams, root: Path, *, skip_invalid: bool) -> list[Problem]:
     """Write the MedMNIST ``.npz`` at ``params.medmnist.path`` as a prepared dataset in ``root``.
 
@@ -185,26 +205,26 @@ def write_medmnist(params: PrepareParams, root: Path, *, skip_invalid: bool) -> 
         The row problems that were skipped (empty when there were none).
 
     Raises:
+        ParamsError: ``prepare.medmnist.path`` names no file (:func:`check_medmnist`).
         DataError: the file has problems (any, unless ``skip_invalid``; those of the whole
             file, always), listed together; raised before any image is written unless the
             archive turns out to be damaged while the images are read.
     """
+    check_medmnist(params)
     path = Path(params.medmnist.path or "").expanduser()
     name = path.name
-    if not path.is_file():
-        reason = "is not a file" if path.exists() else "file not found"
-        raise DataError([Problem(name, None, f"{reason} (prepare.medmnist.path)")])
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as error:
         raise DataError(
-            [Problem(name, None, f"not a readable .npz (zip) file, or truncated: {error}")]
+            [Problem(name, None, f"not a readable .npz (zip) file, or truncated: {error}")],
+            skippable=False,
         ) from None
     with archive:
         checked = _check(archive, name, params)
         problems = checked.fatal + checked.rows
         if checked.fatal or (checked.rows and not skip_invalid):
-            raise DataError(problems)
+            raise DataError(problems, skippable=not checked.fatal)
         emptied = [
             Problem(
                 f"{name}:{split}_labels",
@@ -216,7 +236,7 @@ def write_medmnist(params: PrepareParams, root: Path, *, skip_invalid: bool) -> 
             if not checked.keep[split].any()
         ]
         if emptied:
-            raise DataError(problems + emptied)
+            raise DataError(problems + emptied, skippable=False)
         size = params.size
         writer = PreparedWriter(
             root=root,
@@ -361,7 +381,8 @@ def _blocks(archive: zipfile.ZipFile, name: str, array: _Array) -> Iterator[tupl
                 yield start, _rows(handle, array, min(per_block, total - start))
     except (*_READ_ERRORS, _Truncated) as error:
         raise DataError(
-            [Problem(f"{name}:{array.key}", None, f"damaged or truncated data: {error}")]
+            [Problem(f"{name}:{array.key}", None, f"damaged or truncated data: {error}")],
+            skippable=False,
         ) from None
 
 
