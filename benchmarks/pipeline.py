@@ -8,6 +8,12 @@ process takes to start and import; jobs run side by side, so these add up to mor
 wall time). Run from the repository root:
 
     python -m benchmarks.pipeline [--params params.yaml] [--keep DIR] [--out FILE]
+                                  [--revision REV]
+
+``--revision REV`` runs the repository as git revision ``REV`` holds it (code, workflow and
+``dvc.yaml``; exported with ``git archive``) instead of the working tree, for a before/after
+comparison on one machine: run it once with and once without. Either way the jobs run the
+copy's own ``src`` (first on ``PYTHONPATH``).
 
 Results are printed and written to ``--out`` (default benchmarks/results/pipeline.json).
 """
@@ -16,16 +22,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import platform
+import shutil
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import psutil
-from tests.workflow.repo import ROOT, clean_env, copy_repository
+from tests.workflow.repo import ROOT, clean_env, copy_repository, init_repository
 
 from benchmarks import write_result
 from sibnet.config import load_params
@@ -42,14 +51,27 @@ def _tree_rss(process: psutil.Process) -> int:
     return total
 
 
+def copy_revision(revision: str, destination: Path, params: Path) -> Path:
+    """The repository's files at git revision ``revision`` in ``destination`` (a git repository
+    of its own), ``params`` as its ``params.yaml``."""
+    destination.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", revision], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(destination, filter="data")
+    shutil.copy2(params, destination / "params.yaml")
+    return init_repository(destination)
+
+
 def run_pipeline(copy: Path) -> dict[str, float]:
-    """Run snakemake in ``copy``; return wall seconds and peak memory in MB."""
+    """Run snakemake in ``copy`` on its own code; return wall seconds and peak memory in MB."""
     peak = 0
     started = time.perf_counter()
     process = subprocess.Popen(
         ["snakemake", "--cores", "all"],
         cwd=copy,
-        env=clean_env(),
+        env={**clean_env(), "PYTHONPATH": str(copy / "src")},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -92,6 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it")
+    parser.add_argument("--revision", help="run this git revision instead of the working tree")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "pipeline.json"
     )
@@ -100,7 +123,11 @@ def main() -> None:
     if args.keep and args.keep.exists() and any(args.keep.iterdir()):
         raise SystemExit(f"--keep {args.keep}: not empty; the benchmark must start from nothing")
     with tempfile.TemporaryDirectory() as folder:
-        copy = copy_repository((args.keep or Path(folder)) / "repo", params=args.params)
+        where = (args.keep or Path(folder)) / "repo"
+        if args.revision:
+            copy = copy_revision(args.revision, where, args.params)
+        else:
+            copy = copy_repository(where, params=args.params)
         measured = run_pipeline(copy)
         dataset = params.prepare.dataset
         aucs = {}
@@ -123,6 +150,7 @@ def main() -> None:
         "targets": {"wall_seconds": TARGET_SECONDS, "peak_memory_mb": TARGET_PEAK_MB},
         "test_macro_auc": aucs,
         "report": report,
+        "revision": args.revision or "working tree",
         "params": str(
             args.params.relative_to(ROOT) if args.params.is_relative_to(ROOT) else args.params
         ),

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sibnet.plots import (
+from sibnet.plots.report import (
     plot_auc_vs_noise,
     plot_saliency_distributions,
     plot_saliency_overlay,
@@ -252,7 +252,7 @@ def test_training_summary_rejects_missing_column(tmp_path: Path) -> None:
 
 
 def test_segmentation_overlay_writes_a_png_and_checks_shapes(tmp_path: Path) -> None:
-    from sibnet.plots import plot_segmentation_overlay
+    from sibnet.plots.report import plot_segmentation_overlay
 
     rng = np.random.default_rng(0)
     images = rng.random((2, 16, 16))

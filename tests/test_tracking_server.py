@@ -398,6 +398,33 @@ def test_stage_run_recorded_on_server(
     assert f"MLflow run {run.info.run_id} in {mlflow_server.uri}" in caplog.text
 
 
+def test_the_runs_of_one_invocation_are_found_together_on_the_server(
+    mlflow_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every run is tagged with its pipeline invocation (sibnet.invocation): filtering the
+    server on one invocation finds its runs and none of another's."""
+    from mlflow.tracking import MlflowClient
+
+    from sibnet.invocation import ENV_ENGINE, ENV_ID
+    from sibnet.stages.prepare import prepare
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    monkeypatch.setenv(ENV_ENGINE, "snakemake")
+    for number, invocation in enumerate(("pipeline-a", "pipeline-a", "pipeline-b")):
+        monkeypatch.setenv(ENV_ID, invocation)
+        prepare(tiny_params("invocations"), prepared=tmp_path / f"tiny{number}")
+
+    client = MlflowClient(mlflow_server.uri)
+    experiment = client.get_experiment_by_name("invocations")
+    assert experiment is not None
+    for invocation, count in (("pipeline-a", 2), ("pipeline-b", 1)):
+        runs = client.search_runs(
+            [experiment.experiment_id], filter_string=f"tags.`sibnet.invocation` = '{invocation}'"
+        )
+        assert len(runs) == count, invocation
+        assert {r.data.tags["sibnet.engine"] for r in runs} == {"snakemake"}
+
+
 def test_no_credentials_in_outputs_store_or_logs(
     mlflow_server: Server,
     tmp_path: Path,

@@ -35,9 +35,11 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 from sibnet.config import ParamsError, load_params, lookup
 from sibnet.dag import STAGES, Stage, dvc_yaml, expand, stage
+from sibnet.errors import SibnetError
 from sibnet.files import atomic_file
 
 __all__ = ["main"]
@@ -89,9 +91,14 @@ def _add_stage(subparsers: argparse._SubParsersAction, spec: Stage) -> None:
     parser.set_defaults(stage=spec)
 
 
-def _verify(args: argparse.Namespace) -> int:
-    from sibnet.stages.audit import verify
+def _stage_module(spec: Stage) -> ModuleType:
+    """The module that runs ``spec`` (imported only now: each stage pays for its own imports,
+    and :mod:`sibnet.imports` counts it as a root of the stage's code dependencies)."""
+    return importlib.import_module(spec.module)
 
+
+def _verify(args: argparse.Namespace) -> int:
+    verify = _stage_module(stage("audit")).verify
     folder = args.lineage or Path(stage("audit").outputs["lineage"])
     problems = verify(folder)
     for line in problems:
@@ -110,7 +117,8 @@ def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> int:
     ``train`` with ``train.processes > 1`` runs again under ``torchrun``
     (:func:`sibnet.distributed.launch`), whose rank 0 records the lineage.
     """
-    from sibnet.distributed import launch, needs_launch, rank_from_env
+    from sibnet import invocation
+    from sibnet.launch import launch, needs_launch, rank_from_env
     from sibnet.lineage import now, write_record
     from sibnet.tracking import git_state
 
@@ -129,13 +137,14 @@ def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> int:
         kwargs |= {"method": method, "seed": seed}
     if spec.name == "train" and needs_launch(params.train.processes):
         return launch(argv, params.train.processes, params.train.threads)
-    module = importlib.import_module(f"sibnet.stages.{spec.name}")
+    module = _stage_module(spec)
     started = now()
     getattr(module, spec.name)(params, **kwargs)
     ended = now()
     if rank_from_env() != 0:  # another data-parallel process: rank 0 records the run
         return 0
     keys = [expand(key, method=method or "") for key in spec.params]
+    pipeline_run = invocation.current()
     write_record(
         stage=spec.name,
         dataset=params.prepare.dataset,
@@ -148,6 +157,7 @@ def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> int:
         outputs={name: getattr(args, name) for name in spec.outputs},
         code=git_state(),
         mlflow_run_id=_last_run_id() if params.tracking.enabled else None,
+        invocation={"id": pipeline_run.id, "engine": pipeline_run.engine},
         started=started,
         ended=ended,
     )
@@ -195,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "dvc-yaml":
         return _dvc_yaml(args)
-    from sibnet.distributed import rank_from_env, under_torchrun
+    from sibnet.launch import rank_from_env, under_torchrun
 
     rank = rank_from_env()  # data-parallel processes other than rank 0 log warnings only
     where = f"[rank {rank}] " if under_torchrun() else ""
@@ -204,28 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format=f"%(asctime)s %(levelname)s {where}%(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from sibnet.data.prepared import PreparedError
-    from sibnet.data.problems import DataError
-    from sibnet.distributed import DistributedError
-    from sibnet.models.classifier import CheckpointError
-    from sibnet.stages.audit import AuditError
-    from sibnet.stages.report import ReportError
-    from sibnet.tracking import TrackingError
-
     try:
         if getattr(args, "verify", False):
             return _verify(args)
         return _run_stage(args, argv)
-    except (
-        DistributedError,
-        ParamsError,
-        DataError,
-        PreparedError,
-        CheckpointError,
-        ReportError,
-        AuditError,
-        TrackingError,
-    ) as error:
+    except SibnetError as error:
         print(f"sibnet {args.command}: error: {error}", file=sys.stderr)
         return 2
 

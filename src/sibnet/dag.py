@@ -22,13 +22,17 @@ from typing import Any
 
 import yaml
 
+from sibnet.imports import PACKAGE, import_closure, module_file
+
 __all__ = [
     "DVC_PLOTS",
+    "ENTRY",
     "MODELS",
     "PREPARED",
     "RESULTS",
     "STAGES",
     "Stage",
+    "code_files",
     "command",
     "dvc_yaml",
     "expand",
@@ -79,12 +83,30 @@ class Stage:
     gpu: int = 0
 
     @property
+    def module(self) -> str:
+        """The module whose function ``<name>`` runs the stage."""
+        return f"sibnet.stages.{self.name}"
+
+    @property
+    def code(self) -> tuple[str, ...]:
+        """The package source files the stage's command can run, relative to the repository
+        root (``src/sibnet/...``): the import closure (:func:`sibnet.imports.import_closure`)
+        of the command line and the stage module. Both engines take them as dependencies, so
+        an edit re-runs exactly the stages that can execute it."""
+        return code_files((ENTRY, self.module))
+
+    @property
     def log(self) -> str:
         """Log file template (Snakemake ``log:``)."""
         if self.per_method:
             return f"logs/{self.name}/{{dataset}}/{{method}}/seed{{seed}}.log"
         return f"logs/{self.name}/{{dataset}}.log"
 
+
+ENTRY = "sibnet.cli"
+"""The module of the ``sibnet`` command, which every stage runs first."""
+SOURCE = "src"
+"""Folder of the repository that holds the package (the dependency paths start with it)."""
 
 PREPARED = "data/prepared/{dataset}"
 RESULTS = "results/{dataset}"
@@ -256,6 +278,15 @@ def gathered(spec: Stage, root_template: str, output: str, method: str, seed: in
     return expand(template.removeprefix(root_template + "/"), method=method, seed=str(seed))
 
 
+def code_files(roots: tuple[str, ...]) -> tuple[str, ...]:
+    """Repository paths (``src/sibnet/...py``) of the import closure of modules ``roots``."""
+    package = module_file(PACKAGE).parent
+    return tuple(
+        f"{SOURCE}/{PACKAGE}/{module_file(name).relative_to(package).as_posix()}"
+        for name in import_closure(roots)
+    )
+
+
 def stage(name: str) -> Stage:
     """The stage called ``name``; a ``KeyError`` lists the stages."""
     if name not in STAGES:
@@ -306,7 +337,7 @@ def _dvc_stage(spec: Stage) -> dict[str, Any]:
         method=values["method"],
         seed=values["seed"],
     )
-    entry["deps"] = [*inputs.values(), "src/sibnet"]
+    entry["deps"] = [*inputs.values(), *spec.code]
     entry["params"] = [expand(key, **values) for key in spec.params]
     outs: list[Any] = []
     metrics: list[Any] = []

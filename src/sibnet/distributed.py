@@ -1,10 +1,11 @@
 """Data-parallel training on one node: ``torchrun`` processes, DistributedDataParallel.
 
 ``train.processes: N`` (N > 1) makes ``sibnet train`` start itself again under ``torchrun``
-(:func:`launch`: ``python -m torch.distributed.run --standalone --nproc-per-node N -m sibnet.cli
-train ...``) and wait for it; the N processes join one process group (:func:`process_group`):
-NCCL with one GPU each (``cuda:<LOCAL_RANK>``) when training on CUDA, gloo on the CPU. Running
-``torchrun ... -m sibnet.cli train ...`` yourself works too, with ``--nproc-per-node`` equal to
+(:func:`sibnet.launch.launch`: ``python -m torch.distributed.run --standalone
+--nproc-per-node N -m sibnet.cli train ...``) and wait for it; the N processes join one
+process group (:func:`process_group`): NCCL with one GPU each (``cuda:<LOCAL_RANK>``) when
+training on CUDA, gloo on the CPU. Running ``torchrun ... -m sibnet.cli train ...`` yourself
+works too, with ``--nproc-per-node`` equal to
 ``train.processes`` (another number is an error: the checkpoint records the params it was
 trained with). One node only: ``--standalone`` picks a free port, so several training jobs can
 share a node.
@@ -40,9 +41,7 @@ import contextlib
 import datetime
 import logging
 import os
-import subprocess
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +50,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
+
+from sibnet.errors import SibnetError
+from sibnet.launch import world_from_env
 
 __all__ = [
     "TIMEOUT",
@@ -61,12 +63,7 @@ __all__ = [
     "broadcast_buffers",
     "gather_objects",
     "gather_rows",
-    "launch",
-    "launch_command",
-    "needs_launch",
     "process_group",
-    "rank_from_env",
-    "under_torchrun",
     "unwrap",
 ]
 
@@ -76,7 +73,7 @@ TIMEOUT = datetime.timedelta(minutes=60)
 """How long a process waits for the others at a collective operation before failing."""
 
 
-class DistributedError(ValueError):
+class DistributedError(ValueError, SibnetError):
     """The processes asked for cannot run here (outside torchrun, wrong count, too few GPUs)."""
 
 
@@ -94,57 +91,6 @@ class Rank:
         return self.rank == 0
 
 
-def rank_from_env() -> int:
-    """This process's rank as ``torchrun`` set it (``RANK``), 0 outside ``torchrun``."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def _world_from_env() -> int | None:
-    """``WORLD_SIZE`` under ``torchrun`` (which also sets ``LOCAL_RANK``), else ``None``."""
-    if "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return int(os.environ["WORLD_SIZE"])
-    return None
-
-
-def under_torchrun() -> bool:
-    """Whether ``torchrun`` started this process."""
-    return _world_from_env() is not None
-
-
-def needs_launch(processes: int) -> bool:
-    """More than one process is asked for and this process was not started by ``torchrun``."""
-    return processes > 1 and not under_torchrun()
-
-
-def launch_command(argv: Sequence[str], processes: int) -> list[str]:
-    """The ``torchrun`` command that runs ``sibnet <argv>`` in ``processes`` processes."""
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nnodes",
-        "1",
-        "--nproc-per-node",
-        str(processes),
-        "-m",
-        "sibnet.cli",
-        *argv,
-    ]
-
-
-def launch(argv: Sequence[str], processes: int, threads: int) -> int:
-    """Run ``sibnet <argv>`` under ``torchrun`` in ``processes`` processes; their exit status.
-
-    ``threads``: intra-op threads per process, also passed as ``OMP_NUM_THREADS`` (``torchrun``
-    would otherwise set 1 and say so).
-    """
-    command = launch_command(argv, processes)
-    log.info("%d training processes: %s", processes, " ".join(command))
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
-    return subprocess.run(command, env=env, check=False).returncode
-
-
 @contextlib.contextmanager
 def process_group(processes: int, device: torch.device) -> Iterator[Rank]:
     """This process's :class:`Rank`; with ``processes > 1``, inside a joined process group.
@@ -159,7 +105,7 @@ def process_group(processes: int, device: torch.device) -> Iterator[Rank]:
         DistributedError: more than one process asked for outside ``torchrun``, a ``WORLD_SIZE``
             other than ``processes``, or fewer visible GPUs than processes on this node.
     """
-    world = _world_from_env()
+    world = world_from_env()
     if world is None:
         if processes > 1:
             raise DistributedError(

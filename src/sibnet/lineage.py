@@ -11,11 +11,14 @@ replaced when the job runs again, holding
   the params file;
 - the code version (git commit, whether the tree was dirty, the sibnet version);
 - the environment (Python, platform, the versions of the packages that shape the numbers);
-- its MLflow run id (``null`` with tracking off), start and end time (UTC) and host name.
+- its MLflow run id (``null`` with tracking off), the pipeline invocation it ran in
+  (:mod:`sibnet.invocation`: the ``snakemake`` or ``dvc repro`` run, also an MLflow tag), start
+  and end time (UTC) and host name.
 
 Paths are relative to the working directory (the repository root), so records stay valid when
 the repository moves; nothing machine-specific beyond the host name is kept, and no
-environment variable is (tracking credentials included). ``sibnet audit``
+environment variable is (tracking credentials included) but the invocation id
+``SIBNET_INVOCATION``. ``sibnet audit``
 (:mod:`sibnet.stages.audit`) checks the records against the files and joins them into
 ``results/audit/lineage.{json,md}``.
 """
@@ -158,6 +161,7 @@ def write_record(
     mlflow_run_id: str | None,
     started: str,
     ended: str,
+    invocation: Mapping[str, str] | None = None,
     records: Path = LINEAGE_DIR,
 ) -> Path:
     """Write (replace) the record of one job; returns its path. See the module docstring."""
@@ -177,6 +181,7 @@ def write_record(
         "code": dict(code),
         "environment": environment(),
         "mlflow_run_id": mlflow_run_id,
+        "invocation": dict(invocation) if invocation is not None else None,
         "started": started,
         "ended": ended,
         "host": socket.gethostname(),

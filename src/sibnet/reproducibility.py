@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from typing import Any
 
 import numpy as np
@@ -33,12 +34,24 @@ def configure_torch(threads: int, *, warn_only: bool = False) -> None:
     warns instead of raising. Bit-identical results are promised on the CPU only.
     """
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=warn_only)
+    _deterministic_algorithms(warn_only)
     # Required by deterministic cuBLAS; harmless on the CPU.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+
+
+def _deterministic_algorithms(warn_only: bool) -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=...)`` without its import of the
+    TorchInductor compiler (``torch._inductor.config``, about 1 s at every job's start) to set a
+    flag of a compiler sibnet never runs: the same switch of ATen
+    (``torch._C._set_deterministic_algorithms``). Where the compiler is loaded already (a caller
+    compiles), the public function, which sets its flag too."""
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=warn_only)
 
 
 def seed_everything(seed: int) -> None:

@@ -55,6 +55,9 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sibnet import invocation
+from sibnet.errors import SibnetError
+
 if TYPE_CHECKING:
     from sibnet.config import Params
 
@@ -92,7 +95,7 @@ _USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/
 log = logging.getLogger(__name__)
 
 
-class TrackingError(RuntimeError):
+class TrackingError(RuntimeError, SibnetError):
     """The tracking store cannot be used (e.g. the tracking server is down)."""
 
 
@@ -275,6 +278,11 @@ class Tracker:
         self._mlflow = mlflow_module
 
     @property
+    def enabled(self) -> bool:
+        """Whether a run is being recorded (draw figures for it only then)."""
+        return self._mlflow is not None
+
+    @property
     def run_id(self) -> str | None:
         """The MLflow run id, or ``None`` when tracking is off."""
         if self._mlflow is None:
@@ -361,6 +369,7 @@ def _run(
         "sibnet.dataset": dataset,
         "sibnet.git_commit": git["commit"],
         "sibnet.git_dirty": git["dirty"],
+        **invocation.current().tags(),
     }
     if method is not None:
         tags["sibnet.method"] = method

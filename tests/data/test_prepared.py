@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from sibnet.data.prepared import PreparedDataset, PreparedError, PreparedImages, PreparedWriter
+from sibnet.data.prepared import PreparedDataset, PreparedError, PreparedWriter
+from sibnet.data.tensors import PreparedImages
 
 
 def _write(root: Path, n: int = 10, shard_size: int = 4, size: tuple[int, int] = (6, 10)) -> dict:

@@ -159,3 +159,18 @@ def test_test_split_metrics_refuse_unknown_labels(call) -> None:
 def test_unknown_labels_accept_only_minus_one() -> None:
     with pytest.raises(ValueError, match="0 or 1, or -1"):
         per_class_auc(np.zeros((2, 2)), np.array([[0, -2], [1, 0]]))
+
+
+def test_average_ranks_equal_scipys_bit_for_bit() -> None:
+    from scipy.stats import rankdata
+
+    from sibnet.metrics.classification import average_ranks
+
+    rng = np.random.default_rng(0)
+    for shape in ((1,), (7,), (50, 40), (3, 4, 25)):
+        values = rng.integers(0, 6, size=shape).astype(np.float32)  # many ties
+        assert np.array_equal(average_ranks(values), rankdata(values, axis=-1))
+        values = rng.random(shape)
+        assert np.array_equal(average_ranks(values), rankdata(values, axis=-1))
+    with_nan = np.array([[0.1, np.nan, 0.3], [0.2, 0.2, 0.1]])
+    assert np.array_equal(average_ranks(with_nan), rankdata(with_nan, axis=-1), equal_nan=True)

@@ -16,7 +16,7 @@ from sibnet.dag import MODELS, RESULTS, gathered, stage
 from sibnet.files import write_json, write_npz
 from sibnet.metrics.classification import macro_auc
 from sibnet.metrics.comparison import COMPARISON_COLUMNS
-from sibnet.stages.common import predictions_frame
+from sibnet.predictions import predictions_frame
 from sibnet.stages.report import REPORT_FILES, ReportError, _compare, report
 from sibnet.stages.saliency import NOTHING_TO_SCORE, SALIENCY_COLUMNS
 from sibnet.stages.segment import (

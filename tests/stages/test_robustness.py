@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from sibnet.config import Params
-from sibnet.data.prepared import PreparedDataset, PreparedImages
+from sibnet.data.prepared import PreparedDataset
+from sibnet.data.tensors import PreparedImages
 from sibnet.stages.evaluate import evaluate
 from sibnet.stages.robustness import ROBUSTNESS_COLUMNS, NoisyImages, robustness
 from tests.conftest import untracked, with_changes

@@ -38,9 +38,11 @@ from torch import nn
 
 import sibnet.stages.train as train_stage
 from sibnet.config import MethodParams, Params, validate_params
-from sibnet.data.prepared import PreparedDataset, PreparedImages
-from sibnet.distributed import Rank, ShardedBatchSampler, launch_command, process_group
+from sibnet.data.prepared import PreparedDataset
+from sibnet.data.tensors import PreparedImages
+from sibnet.distributed import Rank, ShardedBatchSampler, process_group
 from sibnet.engine import make_loader, train_epoch
+from sibnet.launch import launch_command
 from sibnet.models.classifier import build_classifier, load_checkpoint
 from sibnet.objectives import build_objective
 from sibnet.reproducibility import seed_everything

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,9 +15,16 @@ TINY_PARAMS = ROOT / "tests" / "workflow" / "params.yaml"
 def run(
     args: list[str], cwd: Path, *, env: dict[str, str] | None = None, timeout: int = 900
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command; on failure raise with its whole output, for a readable test report."""
+    """Run a command (``env`` defaults to :func:`script_env` of this process's environment);
+    on failure raise with its whole output, for a readable test report."""
     result = subprocess.run(
-        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        args,
+        cwd=cwd,
+        env=script_env(os.environ) if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if result.returncode != 0:
         raise AssertionError(
@@ -26,9 +34,18 @@ def run(
     return result
 
 
+def script_env(env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """``env`` with this interpreter's scripts folder first on ``PATH``, so that ``sibnet``,
+    ``snakemake`` and ``dvc`` are the ones installed beside the Python running the tests, also
+    when its virtual environment is not activated (``/path/to/venv/bin/python -m pytest``)."""
+    scripts = sysconfig.get_path("scripts")
+    return {**env, "PATH": os.pathsep.join([scripts, env.get("PATH", os.defpath)])}
+
+
 def clean_env() -> dict[str, str]:
-    """The environment without MLflow settings, so the default embedded store is used."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    """The environment without MLflow settings (so the default embedded store is used), with
+    :func:`script_env`'s ``PATH``."""
+    return script_env({k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
 
 
 def copy_repository(destination: Path, params: Path = TINY_PARAMS) -> Path:
@@ -55,6 +72,11 @@ def copy_repository(destination: Path, params: Path = TINY_PARAMS) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
     shutil.copy2(params, destination / "params.yaml")
+    return init_repository(destination)
+
+
+def init_repository(destination: Path) -> Path:
+    """Make ``destination`` a git repository of its own, every file committed (DVC needs one)."""
     env = {
         **clean_env(),
         "GIT_AUTHOR_NAME": "t",

@@ -159,3 +159,30 @@ def test_every_stage_run_is_in_the_default_mlflow_store(snakemake_run: Path) -> 
     assert "clean_auc.sibnet.mean" in report.data.metrics
     artifacts = {a.path for a in client.list_artifacts(report.info.run_id, "report")}
     assert "report/summary.md" in artifacts
+
+
+@pytest.mark.parametrize("engine", ["snakemake", "dvc"])
+def test_one_invocation_tags_all_its_runs_and_the_audit_names_it(
+    engine: str, snakemake_run: Path, dvc_run: Path
+) -> None:
+    """Every MLflow run of one `snakemake` / `dvc repro` carries the same sibnet.invocation
+    (and sibnet.engine), and the audit's lineage.json names that invocation with every job."""
+    from mlflow.tracking import MlflowClient
+
+    finished = snakemake_run if engine == "snakemake" else dvc_run
+    client = MlflowClient(tracking_uri=f"sqlite:///{finished / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sibnet-tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    invocations = {r.data.tags["sibnet.invocation"] for r in runs}
+    assert len(invocations) == 1, invocations
+    (invocation,) = invocations
+    assert invocation.startswith(f"{engine}-")
+    assert {r.data.tags["sibnet.engine"] for r in runs} == {engine}
+    same = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`sibnet.invocation` = '{invocation}'"
+    )
+    assert len(same) == len(runs) == 23
+    lineage = json.loads((finished / "results/audit/lineage.json").read_text())
+    ((named),) = lineage["invocations"]
+    assert named["id"] == invocation and named["engine"] == engine
+    assert len(named["jobs"]) == len(lineage["jobs"]) == 22

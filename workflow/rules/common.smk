@@ -1,10 +1,13 @@
 # Helpers shared by all rules (params validation; rule fields built from sibnet.dag).
 import json
 import os
+import time
 from pathlib import Path
 
+import sibnet
 from sibnet.config import ParamsError, load_params, lookup
-from sibnet.dag import MODELS, RESULTS, command, expand, stage
+from sibnet.dag import MODELS, RESULTS, STAGES, command, expand, stage
+from sibnet.invocation import ENV_ENGINE, ENV_ID, invocation_id
 
 
 if workflow.config_settings.overwrite_config:
@@ -18,7 +21,22 @@ try:
 except ParamsError as error:
     raise WorkflowError(str(error))
 DATASET = PARAMS.prepare.dataset
-CODE = sorted(str(p) for p in Path("src/sibnet").rglob("*.py"))
+
+# Each job depends on the package files its stage can run (Stage.code, computed from the sibnet
+# that Snakemake imports): they must be this repository's, or edits here would go unseen.
+_ABSENT_CODE = sorted({p for s in STAGES.values() for p in s.code if not Path(p).is_file()})
+if _ABSENT_CODE:
+    raise WorkflowError(
+        f"{_ABSENT_CODE[0]} (and {len(_ABSENT_CODE) - 1} more) is missing here, though the "
+        f"installed sibnet ({Path(sibnet.__file__).parent}) runs it: install this repository's "
+        "package (pip install -e .) so the jobs' code dependencies are the files they run"
+    )
+
+# One id per `snakemake` run, for every job's MLflow run and lineage record (sibnet.invocation);
+# jobs on a cluster inherit it with the submitting environment, so it is set only once.
+if ENV_ID not in os.environ:
+    os.environ[ENV_ID] = invocation_id("snakemake", os.getpid(), time.time())
+    os.environ[ENV_ENGINE] = "snakemake"
 
 # Conda environment of each job under `snakemake --sdm conda` (envs/sibnet-<cpu|cuda>.yaml).
 CONDA_ENV = "../../envs/sibnet-{}.yaml".format(os.environ.get("SIBNET_CONDA_ENV", "cpu"))
@@ -34,7 +52,8 @@ def _fill(template, wildcards):
 
 
 def stage_inputs(name):
-    """Named inputs of a stage, plus the package source (so code changes re-run it).
+    """Named inputs of a stage, plus the package files it can run (``Stage.code``: the import
+    closure of its module, so an edit re-runs only the stages that can execute it).
 
     A gathering stage (the report) reads folders; Snakemake gets the files it reads in them
     instead: every output of the gathered stages for every method and seed.
@@ -47,10 +66,10 @@ def stage_inputs(name):
             if t not in (RESULTS, MODELS)  # the gathered folders: their files are listed instead
         }
         gathered = [path for g in spec.gathers for path in run_outputs(g)]
-        return {"gathered": gathered, **direct, "code": CODE}
+        return {"gathered": gathered, **direct, "code": list(spec.code)}
     return {
         **{k: (lambda w, t=t: _fill(t, w)) for k, t in spec.inputs.items()},
-        "code": CODE,
+        "code": list(spec.code),
     }
 
 

@@ -21,7 +21,6 @@ from functools import lru_cache
 from typing import NoReturn
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 FINDINGS: tuple[str, ...] = ("nodule", "effusion", "cardiomegaly", "consolidation", "pneumothorax")
 ORGANS: tuple[str, ...] = ("lung_left", "lung_right", "heart")
@@ -281,6 +280,8 @@ def _render_anatomy(p: Params, x: np.ndarray, y: np.ndarray, rng: np.random.Gene
     vessels = np.exp(-((_smooth_field(rng, size, 22) / 0.3) ** 2)) * (0.35 + 0.65 * hilum) * lungs
     out["vessels"] = p["vessel_amp"] * vessels
     d += out["vessels"] + p["tex_amp"] * _smooth_field(rng, size, 6) * body
+    from scipy.ndimage import gaussian_filter  # here: the params schema imports this module
+
     out["density"] = gaussian_filter(d, max(0.5, size / 180.0), mode="nearest")
     return out
 

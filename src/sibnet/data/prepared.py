@@ -33,10 +33,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from sibnet.data.images import to_uint8
 from sibnet.data.splits import SPLITS
+from sibnet.errors import SibnetError
 from sibnet.files import sha256_bytes, sha256_file, write_json
 
 __all__ = [
@@ -44,7 +44,6 @@ __all__ = [
     "MANIFEST_COLUMNS",
     "PreparedDataset",
     "PreparedError",
-    "PreparedImages",
     "PreparedWriter",
     "store_shard",
     "write_index",
@@ -68,7 +67,7 @@ MANIFEST_COLUMNS: dict[str, str] = {
 _ARRAYS = ("images", "lesion_masks", "organ_masks")
 
 
-class PreparedError(ValueError):
+class PreparedError(ValueError, SibnetError):
     """A prepared dataset is missing, incomplete or inconsistent; the message names the file."""
 
 
@@ -510,53 +509,3 @@ def _check_shards(root: Path, meta: dict[str, Any], *, verify: bool) -> None:
                 )
             if verify and sha256_file(path) != shard[key]["sha256"]:
                 raise PreparedError(f"{path}: content differs from the hash in dataset.json")
-
-
-class PreparedImages(torch.utils.data.Dataset):
-    """Images and labels of one split, as tensors, for a ``DataLoader``.
-
-    Items are ``(image, target)``: ``image`` ``(1, H, W)`` float32 in [0, 1]; ``target`` ``(C,)``
-    float32 0/1 (one-hot in multi-class tasks).
-    """
-
-    def __init__(self, dataset: PreparedDataset, split: str) -> None:
-        self.dataset = dataset
-        self.rows = dataset.indices(split)
-        if len(self.rows) == 0:
-            raise PreparedError(f"{dataset.root}: the {split} split is empty")
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        row = self.rows[index : index + 1]
-        image = torch.from_numpy(self.dataset.images(row)[0])
-        target = torch.from_numpy(self.dataset.labels[row[0]].astype(np.float32))
-        return image, target
-
-
-class PreparedOrganMasks(torch.utils.data.Dataset):
-    """Images and organ masks of given manifest rows, as tensors, for segmentation.
-
-    Items are ``(image, masks)``: ``image`` ``(1, H, W)`` float32 in [0, 1]; ``masks``
-    ``(K, H, W)`` float32 0/1, the organs ``organs`` (names from ``dataset.organs``) in order.
-    """
-
-    def __init__(self, dataset: PreparedDataset, rows: np.ndarray, organs: Sequence[str]) -> None:
-        unknown = [o for o in organs if o not in dataset.organs]
-        if unknown:
-            raise PreparedError(
-                f"{dataset.root}: no organ mask named {unknown}; this dataset has {dataset.organs}"
-            )
-        self.dataset = dataset
-        self.rows = np.asarray(rows)
-        self.channels = [dataset.organs.index(o) for o in organs]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        row = self.rows[index : index + 1]
-        image = torch.from_numpy(self.dataset.images(row)[0])
-        masks = self.dataset.organ_masks(row)[0][self.channels].astype(np.float32)
-        return image, torch.from_numpy(masks)

@@ -18,12 +18,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from sibnet.metrics.bootstrap import bootstrap_indices, percentile_interval
 
 __all__ = [
     "accuracy",
+    "average_ranks",
     "balanced_accuracy",
     "bootstrap_macro_auc",
     "bootstrap_macro_aucs",
@@ -34,9 +34,40 @@ __all__ = [
 ]
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks along the last axis, tied values sharing the mean of their ranks
+    (``scipy.stats.rankdata(values, axis=-1)``, bit for bit; NaN anywhere in a row makes the
+    row's ranks NaN, as there). NumPy only: SciPy's statistics module costs 0.4 s to import.
+
+    Args:
+        values: ``(..., N)``.
+
+    Returns:
+        ``(..., N)`` float64 ranks in [1, N].
+    """
+    values = np.asarray(values)
+    n = values.shape[-1]
+    order = np.argsort(values, axis=-1, kind="stable")
+    ordered = np.take_along_axis(values, order, axis=-1)
+    starts = np.ones(ordered.shape, dtype=bool)  # first of a run of equal values
+    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
+    ends = np.ones(ordered.shape, dtype=bool)  # last of a run
+    ends[..., :-1] = starts[..., 1:]
+    position = np.arange(n)
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=-1)
+    last = np.flip(
+        np.minimum.accumulate(np.flip(np.where(ends, position, n - 1), axis=-1), axis=-1), axis=-1
+    )
+    ranks = np.empty(values.shape, dtype=np.float64)
+    np.put_along_axis(ranks, order, (first + last) / 2 + 1, axis=-1)
+    if np.issubdtype(values.dtype, np.floating):
+        ranks[np.isnan(values).any(axis=-1)] = np.nan
+    return ranks
+
+
 def _auc_from_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """AUC along the last axis. ``scores``, ``targets``: ``(..., N)``; NaN where undefined."""
-    ranks = rankdata(scores, axis=-1)
+    ranks = average_ranks(scores)
     positives = targets.sum(axis=-1)
     negatives = targets.shape[-1] - positives
     rank_sum = (ranks * targets).sum(axis=-1)

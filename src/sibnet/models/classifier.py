@@ -31,6 +31,7 @@ import torch
 from monai.networks.nets import DenseNet121, ResNet
 from torch import nn
 
+from sibnet.errors import SibnetError
 from sibnet.files import atomic_file
 from sibnet.models.attention import ATTENTION_KINDS, CBAM, SqueezeExcitation, add_attention
 
@@ -67,7 +68,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ValueError, SibnetError):
     """A checkpoint is missing, unreadable, or does not fit what the caller expects."""
 
 

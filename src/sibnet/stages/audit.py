@@ -33,6 +33,7 @@ from typing import Any
 
 from sibnet.config import Params
 from sibnet.dag import STAGES
+from sibnet.errors import SibnetError
 from sibnet.files import atomic_dir, sha256_file, write_json
 from sibnet.lineage import LINEAGE_DIR, digest, job_name, now, read_records, relative
 from sibnet.tracking import git_state, start_run
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 LINEAGE_FORMAT = "sibnet-lineage/1"
 
 
-class AuditError(ValueError):
+class AuditError(ValueError, SibnetError):
     """The lineage records are missing, or disagree with the files; the message says which."""
 
 
@@ -151,6 +152,7 @@ def audit(
             "generated": now(),
             "dataset": params.prepare.dataset,
             "code": git_state(),
+            "invocations": _invocations([by_job[j] for j in jobs]),
             "artifacts": sorted(artifacts, key=lambda a: a["path"]),
             "jobs": [by_job[j] for j in jobs],
         }
@@ -162,6 +164,18 @@ def audit(
         tracker.log_artifact(Path(lineage) / "lineage.json")
         tracker.log_artifact(Path(lineage) / "lineage.md")
     return document
+
+
+def _invocations(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pipeline invocations (``snakemake`` / ``dvc repro`` runs) that ran ``jobs``: id,
+    engine and the jobs of each, in order of their first job's start; a job recorded before
+    invocations were, under id ``None``."""
+    found: dict[str | None, dict[str, Any]] = {}
+    for job in sorted(jobs, key=lambda j: j["started"]):
+        run = job.get("invocation") or {"id": None, "engine": None}
+        entry = found.setdefault(run["id"], {"id": run["id"], "engine": run["engine"], "jobs": []})
+        entry["jobs"].append(job["job"])
+    return list(found.values())
 
 
 def verify(lineage: Path) -> list[str]:
@@ -193,6 +207,13 @@ def _markdown(document: dict[str, Any]) -> str:
         f"{len(document['jobs'])} jobs. Check the files against it with "
         "`sibnet audit --verify`.",
         "",
+        "Pipeline invocations (MLflow tag `sibnet.invocation`): "
+        + "; ".join(
+            f"`{run['id']}` ({run['engine']}, {len(run['jobs'])} jobs)"
+            for run in document["invocations"]
+        )
+        + ".",
+        "",
         "## Artifacts",
         "",
         "| artifact | SHA-256 | bytes | produced by | MLflow run |",
@@ -213,7 +234,8 @@ def _markdown(document: dict[str, Any]) -> str:
             "",
             f"- command: `{job['command']}`",
             f"- ran {job['started']} → {job['ended']} on `{job['host']}`; MLflow run "
-            f"{job['mlflow_run_id'] or '— (tracking off)'}",
+            f"{job['mlflow_run_id'] or '— (tracking off)'}; invocation "
+            f"`{(job.get('invocation') or {}).get('id')}`",
             f"- code: commit `{job['code']['commit']}`, dirty tree: {job['code']['dirty']}",
             f"- environment: Python {env['python']} ({env['platform']}); {packages}",
             f"- params file `{job['params_file']['path']}` "

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -18,8 +17,6 @@ from sibnet.models.classifier import CheckpointError, load_checkpoint
 
 __all__ = [
     "open_classifier",
-    "predictions_frame",
-    "read_predictions",
     "run_description",
     "score_loader",
 ]
@@ -83,37 +80,3 @@ def score_loader(
 def run_description(params: Params, method: str, seed: int) -> dict[str, Any]:
     """The columns that say which run a result row belongs to."""
     return {"dataset": params.prepare.dataset, "method": method, "seed": seed}
-
-
-def predictions_frame(
-    ids: np.ndarray, targets: np.ndarray, probabilities: np.ndarray, classes: list[str]
-) -> pd.DataFrame:
-    """One row per image: ``id``, ``labels`` (list of 0/1) and ``prob_<class>`` (float32).
-
-    Args:
-        ids: ``(N,)`` image ids.
-        targets: ``(N, C)`` 0/1 labels.
-        probabilities: ``(N, C)`` predicted probabilities.
-        classes: the ``C`` class names.
-    """
-    return pd.DataFrame(
-        {
-            "id": ids,
-            "labels": [row.tolist() for row in targets],
-            **{
-                f"prob_{name}": probabilities[:, index].astype(np.float32)
-                for index, name in enumerate(classes)
-            },
-        }
-    )
-
-
-def read_predictions(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inverse of :func:`predictions_frame`: ``(ids (N,), targets (N, C), probs (N, C))``."""
-    frame = pd.read_parquet(path)
-    missing = [f"prob_{c}" for c in classes if f"prob_{c}" not in frame.columns]
-    if missing or "labels" not in frame.columns or "id" not in frame.columns:
-        raise ValueError(f"{path}: not a predictions table (missing {missing or ['id/labels']})")
-    targets = np.array(frame["labels"].tolist(), dtype=np.int8).reshape(len(frame), len(classes))
-    probs = frame[[f"prob_{c}" for c in classes]].to_numpy(np.float64)
-    return frame["id"].to_numpy(), targets, probs

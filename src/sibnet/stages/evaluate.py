@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from sibnet.config import Params
-from sibnet.data.prepared import PreparedImages
+from sibnet.data.tensors import PreparedImages
 from sibnet.engine import make_loader
 from sibnet.files import atomic_file, sha256_file, write_json
-from sibnet.plots import plot_roc
+from sibnet.predictions import predictions_frame
 from sibnet.reproducibility import configure_torch
 from sibnet.stages.common import (
     open_classifier,
-    predictions_frame,
     run_description,
     score_loader,
 )
@@ -87,15 +86,18 @@ def evaluate(
         tracker.log_metrics({"test": results})
         tracker.log_artifact(metrics)
         tracker.log_artifact(predictions)
-        with tempfile.TemporaryDirectory() as folder:
-            figure = Path(folder) / "roc.png"
-            plot_roc(
-                probabilities,
-                targets,
-                dataset.classes,
-                results["per_class_auc"],
-                figure,
-                f"{method} · seed {seed} · test",
-            )
-            tracker.log_artifact(figure)
+        if tracker.enabled:  # the figure is only an MLflow artifact
+            from sibnet.plots.runs import plot_roc
+
+            with tempfile.TemporaryDirectory() as folder:
+                figure = Path(folder) / "roc.png"
+                plot_roc(
+                    probabilities,
+                    targets,
+                    dataset.classes,
+                    results["per_class_auc"],
+                    figure,
+                    f"{method} · seed {seed} · test",
+                )
+                tracker.log_artifact(figure)
     return results

@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 
 from sibnet.config import Params, segment_modes
 from sibnet.dag import MODELS, RESULTS, gathered, stage
+from sibnet.errors import SibnetError
 from sibnet.files import atomic_dir, atomic_file, sha256_file, write_json
 from sibnet.metrics.comparison import (
     COMPARISON_COLUMNS,
@@ -61,14 +62,14 @@ from sibnet.metrics.comparison import (
     compare_aucs,
     compare_scores,
 )
-from sibnet.plots import (
+from sibnet.plots.report import (
     plot_auc_vs_noise,
     plot_saliency_distributions,
     plot_saliency_overlay,
     plot_segmentation_overlay,
     plot_training_summary,
 )
-from sibnet.stages.common import read_predictions
+from sibnet.predictions import read_predictions
 from sibnet.tracking import start_run
 
 __all__ = ["REPORT_FILES", "ReportError", "report"]
@@ -114,7 +115,7 @@ saliency figures and the segmentation overlay not when that stage was skipped (i
 still written, header only)."""
 
 
-class ReportError(ValueError):
+class ReportError(ValueError, SibnetError):
     """A run's output that the report needs is missing or inconsistent with the others."""
 
 

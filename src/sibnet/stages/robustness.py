@@ -28,13 +28,14 @@ import pandas as pd
 import torch
 
 from sibnet.config import Params
-from sibnet.data.prepared import PreparedDataset, PreparedImages
+from sibnet.data.prepared import PreparedDataset
+from sibnet.data.tensors import PreparedImages
 from sibnet.engine import make_loader
 from sibnet.files import atomic_file
+from sibnet.predictions import predictions_frame
 from sibnet.reproducibility import configure_torch
 from sibnet.stages.common import (
     open_classifier,
-    predictions_frame,
     run_description,
     score_loader,
 )

@@ -41,7 +41,8 @@ import torch
 from torch import nn
 
 from sibnet.config import Params, ParamsError, segment_modes
-from sibnet.data.prepared import PreparedDataset, PreparedError, PreparedOrganMasks
+from sibnet.data.prepared import PreparedDataset, PreparedError
+from sibnet.data.tensors import PreparedOrganMasks
 from sibnet.engine import make_loader, resolve_device, to_device, train_epoch
 from sibnet.files import atomic_dir, atomic_file, sha256_file, write_json, write_npz
 from sibnet.metrics.bootstrap import summarise

@@ -33,7 +33,8 @@ from torch import nn
 from tqdm import tqdm
 
 from sibnet.config import Params
-from sibnet.data.prepared import PreparedDataset, PreparedImages
+from sibnet.data.prepared import PreparedDataset
+from sibnet.data.tensors import PreparedImages
 from sibnet.distributed import (
     DistributedError,
     Rank,
@@ -47,7 +48,6 @@ from sibnet.files import atomic_file
 from sibnet.metrics.classification import macro_auc
 from sibnet.models.classifier import build_classifier, params_hash, save_checkpoint
 from sibnet.objectives import build_objective
-from sibnet.plots import plot_training_curves
 from sibnet.reproducibility import configure_torch, get_rng_state, seed_everything, set_rng_state
 from sibnet.tracking import Tracker, start_run
 
@@ -411,8 +411,11 @@ def _train(
         )
         tracker.log_artifact(checkpoint)
         tracker.log_artifact(history)
-        with tempfile.TemporaryDirectory() as folder:
-            figure = Path(folder) / "training_curves.png"
-            plot_training_curves(table, figure, f"{method} · seed {seed}")
-            tracker.log_artifact(figure)
+        if tracker.enabled:  # the figure is only an MLflow artifact
+            from sibnet.plots.runs import plot_training_curves
+
+            with tempfile.TemporaryDirectory() as folder:
+                figure = Path(folder) / "training_curves.png"
+                plot_training_curves(table, figure, f"{method} · seed {seed}")
+                tracker.log_artifact(figure)
     return table
