@@ -101,3 +101,27 @@ def test_report_only_modules_are_the_report_stages_alone() -> None:
     losses = {name for name, spec in STAGES.items() if "src/sibnet/losses/sibnet.py" in spec.code}
     assert "train" in losses and "prepare" not in losses and "audit" not in losses
     assert "src/sibnet/plots/runs.py" in stage("train").code
+
+
+@pytest.mark.parametrize(
+    ("stage_name", "absent"),
+    [
+        ("prepare", ("torch", "monai", "mlflow", "matplotlib")),
+        ("report", ("torch", "monai", "mlflow")),
+        ("audit", ("torch", "monai", "mlflow", "matplotlib", "pandas", "scipy")),
+    ],
+)
+def test_stages_without_networks_import_no_network_libraries(
+    stage_name: str, absent: tuple[str, ...]
+) -> None:
+    """Start-up cost (benchmarks/startup.py): what a job imports before its work. PyTorch and
+    MONAI only where a network runs, MLflow only once a tracked run opens."""
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys, sibnet.cli, sibnet.stages.{stage_name}\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(absent)!r}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", f"{stage_name} imports {done.stdout.strip()}"

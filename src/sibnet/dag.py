@@ -1,7 +1,9 @@
 """The pipeline's stages, defined once: the Snakemake rules and ``dvc.yaml`` both come from here.
 
 Each :class:`Stage` names its inputs and outputs (path templates), the params keys it reads, the
-wildcards it is expanded over and the resources it needs. From these:
+wildcards it is expanded over and the resources it needs; its code dependencies
+(:attr:`Stage.code`) are the package files it can run, from the import graph
+(:mod:`sibnet.imports`). From these:
 
 - ``workflow/rules/*.smk`` build each rule's ``input``/``output``/``log``/``params``/``resources``
   and its shell command (:func:`snakemake_command`), with Snakemake wildcards ``{method}``,
@@ -9,7 +11,8 @@ wildcards it is expanded over and the resources it needs. From these:
 - :func:`dvc_yaml` renders ``dvc.yaml`` with DVC's templating: the dataset is
   ``${prepare.dataset}`` and per-method stages use ``matrix`` over ``${pipeline.methods}`` ×
   ``${pipeline.seeds}``, so editing the methods or seeds in ``params.yaml`` needs no
-  regeneration (``sibnet dvc-yaml`` rewrites the file only when the stage definitions change);
+  regeneration (run ``sibnet dvc-yaml`` after changing the stage definitions or the package's
+  imports, which decide each stage's code dependencies);
 - :mod:`sibnet.cli` builds each stage's command-line options.
 
 Both engines therefore run the same command lines, and a test compares them job by job.
