@@ -14,10 +14,8 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-include: "workflow/rules/prepare.smk"
-include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
-include: "workflow/rules/audit.smk"
+include: "workflow/rules/stages.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -131,3 +131,32 @@ def test_an_unreachable_tracking_server_exits_2_before_any_work(
     assert "http://127.0.0.1:1" in error and "tracking.enabled: false" in error
     assert "pw-77c1" not in error
     assert not out.exists()
+
+
+def test_a_stage_brings_its_own_help_and_switches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Help text and extra switches live in the stage definition (sibnet.dag), so a new stage
+    needs no edit of the command line: it is listed with its help, and a switch with a keyword
+    reaches the stage function."""
+    from sibnet import dag
+
+    toy = dag.Stage(
+        name="toy",
+        help="a toy stage for this test",
+        inputs={"prepared": dag.PREPARED},
+        outputs={"table": "results/{dataset}/toy.csv"},
+        params=("prepare",),
+        options=(dag.Option("--fast", "go fast", keyword="fast"),),
+    )
+    monkeypatch.setitem(dag.STAGES, "toy", toy)
+    parser = build_parser()
+    assert "a toy stage for this test" in parser.format_help()
+    parsed = parser.parse_args(
+        ["toy", "--params", "p", "--prepared", "d", "--table", "t", "--fast"]
+    )
+    assert parsed.stage is toy and parsed.fast is True
+    assert (
+        parser.parse_args(["toy", "--params", "p", "--prepared", "d", "--table", "t"]).fast is None
+    )
+    # a stage needs its module
+    with pytest.raises(KeyError, match=r"no module sibnet\.stages\.toy"):
+        dag.dvc_yaml()

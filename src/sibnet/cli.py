@@ -38,29 +38,18 @@ from pathlib import Path
 from types import ModuleType
 
 from sibnet.config import ParamsError, load_params, lookup
-from sibnet.dag import STAGES, Stage, dvc_yaml, expand, stage
+from sibnet.dag import STAGES, Stage, dvc_yaml, expand
 from sibnet.errors import SibnetError
 from sibnet.files import atomic_file
 
 __all__ = ["main"]
 
-_STAGE_HELP = {
-    "prepare": "build the prepared dataset (images, masks, manifest) from the configured source",
-    "train": "train one method with one seed; keep the best checkpoint by validation AUC",
-    "evaluate": "score a trained classifier on the test split",
-    "robustness": "test macro AUC under Gaussian noise of every configured sigma",
-    "saliency": "score Grad-CAM maps against the lesion masks (Dice, HD95, SSIM, pointing game)",
-    "segment": "train and score segmentation decoders on the trained encoder (frozen, "
-    "finetune, scratch)",
-    "report": "tables, figures and metrics.json over every method and seed",
-    "audit": "lineage of every artifact (results/audit/lineage.json, .md); --verify: check "
-    "the files against it",
-}
-
 
 def _add_stage(subparsers: argparse._SubParsersAction, spec: Stage) -> None:
-    parser = subparsers.add_parser(spec.name, help=_STAGE_HELP.get(spec.name))
-    required = spec.name != "audit"  # `sibnet audit --verify` needs none of them
+    """The subcommand of ``spec``: its paths, ``--params``, its switches, ``--method/--seed``."""
+    parser = subparsers.add_parser(spec.name, help=spec.help)
+    # a switch that runs something else (`sibnet audit --verify`) needs none of the paths
+    required = not any(option.runs for option in spec.options)
     parser.add_argument("--params", type=Path, required=required, help="params file")
     for option, template in spec.inputs.items():
         parser.add_argument(
@@ -70,21 +59,8 @@ def _add_stage(subparsers: argparse._SubParsersAction, spec: Stage) -> None:
         parser.add_argument(
             f"--{option}", type=Path, required=required, help=f"output, e.g. {template}"
         )
-    if spec.name == "audit":
-        parser.add_argument(
-            "--verify",
-            action="store_true",
-            help="re-hash every artifact listed in <lineage>/lineage.json (default lineage: "
-            "results/audit) and report each that changed or vanished; exit 1 if any did",
-        )
-    if spec.name == "prepare":
-        parser.add_argument(
-            "--skip-invalid",
-            action="store_true",
-            default=None,
-            help="leave rows with problems out and list them in rejects.csv, instead of failing "
-            "(default: prepare.skip_invalid)",
-        )
+    for switch in spec.options:
+        parser.add_argument(switch.flag, action="store_true", default=None, help=switch.help)
     if spec.per_method:
         parser.add_argument("--method", required=True, help="a method named in params.methods")
         parser.add_argument("--seed", type=int, required=True, help="training seed")
@@ -95,20 +71,6 @@ def _stage_module(spec: Stage) -> ModuleType:
     """The module that runs ``spec`` (imported only now: each stage pays for its own imports,
     and :mod:`sibnet.imports` counts it as a root of the stage's code dependencies)."""
     return importlib.import_module(spec.module)
-
-
-def _verify(args: argparse.Namespace) -> int:
-    verify = _stage_module(stage("audit")).verify
-    folder = args.lineage or Path(stage("audit").outputs["lineage"])
-    problems = verify(folder)
-    for line in problems:
-        print(line)
-    print(
-        f"{len(problems)} artifact(s) changed or vanished since the audit"
-        if problems
-        else f"every artifact in {folder / 'lineage.json'} is as audited"
-    )
-    return 1 if problems else 0
 
 
 def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -129,8 +91,7 @@ def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ParamsError(f"sibnet {spec.name}: missing option(s) {' '.join(missing)}")
     params = load_params(args.params)
     kwargs = {name: getattr(args, name) for name in (*spec.inputs, *spec.outputs)}
-    if spec.name == "prepare":
-        kwargs["skip_invalid"] = args.skip_invalid
+    kwargs |= {o.keyword: getattr(args, o.dest) for o in spec.options if o.keyword}
     method, seed = (args.method, args.seed) if spec.per_method else (None, None)
     if spec.per_method:
         params.method(method)  # an unknown method fails before any work
@@ -215,8 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        if getattr(args, "verify", False):
-            return _verify(args)
+        spec: Stage = args.stage
+        for switch in spec.options:
+            if switch.runs and getattr(args, switch.dest):
+                paths = {name: getattr(args, name) for name in (*spec.inputs, *spec.outputs)}
+                return getattr(_stage_module(spec), switch.runs)(**paths)
         return _run_stage(args, argv)
     except SibnetError as error:
         print(f"sibnet {args.command}: error: {error}", file=sys.stderr)

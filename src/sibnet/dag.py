@@ -5,15 +5,17 @@ wildcards it is expanded over and the resources it needs; its code dependencies
 (:attr:`Stage.code`) are the package files it can run, from the import graph
 (:mod:`sibnet.imports`). From these:
 
-- ``workflow/rules/*.smk`` build each rule's ``input``/``output``/``log``/``params``/``resources``
-  and its shell command (:func:`snakemake_command`), with Snakemake wildcards ``{method}``,
-  ``{seed}`` and the dataset name from params;
+- ``workflow/rules/stages.smk`` makes one rule per stage in a loop, its ``input``, ``output``,
+  ``log``, ``params``, ``resources`` and shell command (:func:`command`) built by
+  ``workflow/rules/common.smk``, with Snakemake wildcards ``{method}``, ``{seed}`` and the
+  dataset name from params;
 - :func:`dvc_yaml` renders ``dvc.yaml`` with DVC's templating: the dataset is
   ``${prepare.dataset}`` and per-method stages use ``matrix`` over ``${pipeline.methods}`` ×
   ``${pipeline.seeds}``, so editing the methods or seeds in ``params.yaml`` needs no
   regeneration (run ``sibnet dvc-yaml`` after changing the stage definitions or the package's
   imports, which decide each stage's code dependencies);
-- :mod:`sibnet.cli` builds each stage's command-line options.
+- :mod:`sibnet.cli` builds each stage's subcommand: its help, paths and switches
+  (:class:`Option`).
 
 Both engines therefore run the same command lines, and a test compares them job by job.
 """
@@ -34,6 +36,7 @@ __all__ = [
     "PREPARED",
     "RESULTS",
     "STAGES",
+    "Option",
     "Stage",
     "code_files",
     "command",
@@ -47,11 +50,37 @@ _PLACEHOLDERS = ("dataset", "method", "seed")
 
 
 @dataclass(frozen=True)
+class Option:
+    """A command-line switch of one stage, beyond its paths, ``--params``, ``--method`` and
+    ``--seed`` (``store_true``; unset it is ``None``, so a params default can apply).
+
+    Attributes:
+        flag: e.g. ``--skip-invalid``.
+        help: its help text.
+        keyword: the stage function's keyword argument it is passed as (``None``: not passed).
+        runs: the function of the stage module to run instead of the stage when the switch is
+            given, with the stage's paths as keywords (``None`` where not given); it returns the
+            exit status. A stage with such a switch needs none of its paths otherwise.
+    """
+
+    flag: str
+    help: str
+    keyword: str | None = None
+    runs: str | None = None
+
+    @property
+    def dest(self) -> str:
+        """The attribute of the parsed arguments."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
 class Stage:
     """One pipeline stage, as both workflow engines see it.
 
     Attributes:
         name: stage name, also the ``sibnet`` subcommand.
+        help: what it does, one line (``sibnet --help``).
         inputs: CLI option name → path template (placeholders ``{dataset}``, ``{method}``,
             ``{seed}``).
         outputs: CLI option name → path template.
@@ -68,9 +97,11 @@ class Stage:
             the rule's ``threads`` and ``gpu`` are multiplied by it.
         mem_mb, runtime, gpu: resources requested from a cluster (runtime in minutes; ``gpu``
             per process).
+        options: its extra command-line switches.
     """
 
     name: str
+    help: str
     inputs: dict[str, str]
     outputs: dict[str, str]
     params: tuple[str, ...]
@@ -84,6 +115,7 @@ class Stage:
     mem_mb: int = 2000
     runtime: int = 30
     gpu: int = 0
+    options: tuple[Option, ...] = ()
 
     @property
     def module(self) -> str:
@@ -119,6 +151,7 @@ RUN = "{method}/seed{seed}"
 
 def _scoring_stage(
     name: str,
+    help: str,
     outputs: dict[str, str],
     metrics: tuple[str, ...] = (),
     also_reads: tuple[str, ...] = (),
@@ -127,6 +160,7 @@ def _scoring_stage(
     (``also_reads``: params keys outside its own section that it reads)."""
     return Stage(
         name=name,
+        help=help,
         inputs={"prepared": PREPARED, "checkpoint": f"{MODELS}/{RUN}/classifier.pt"},
         outputs=outputs,
         params=(name, "methods.{method}", *also_reads),
@@ -143,15 +177,25 @@ STAGES: dict[str, Stage] = {
     for s in (
         Stage(
             name="prepare",
+            help="build the prepared dataset (images, masks, manifest) from the configured source",
             inputs={},
             outputs={"prepared": PREPARED},
             params=("prepare",),
             directories=("prepared",),
             mem_mb=1500,
             runtime=60,
+            options=(
+                Option(
+                    "--skip-invalid",
+                    "leave rows with problems out and list them in rejects.csv, instead of "
+                    "failing (default: prepare.skip_invalid)",
+                    keyword="skip_invalid",
+                ),
+            ),
         ),
         Stage(
             name="train",
+            help="train one method with one seed; keep the best checkpoint by validation AUC",
             inputs={"prepared": PREPARED},
             outputs={
                 "checkpoint": f"{MODELS}/{RUN}/classifier.pt",
@@ -168,6 +212,7 @@ STAGES: dict[str, Stage] = {
         ),
         _scoring_stage(
             "evaluate",
+            "score a trained classifier on the test split",
             {
                 "metrics": f"{RESULTS}/{RUN}/metrics.json",
                 "predictions": f"{RESULTS}/{RUN}/predictions.parquet",
@@ -176,6 +221,7 @@ STAGES: dict[str, Stage] = {
         ),
         _scoring_stage(
             "robustness",
+            "test macro AUC under Gaussian noise of every configured sigma",
             {
                 "robustness": f"{RESULTS}/{RUN}/robustness.parquet",
                 "predictions": f"{RESULTS}/{RUN}/robustness_predictions.parquet",
@@ -183,6 +229,7 @@ STAGES: dict[str, Stage] = {
         ),
         _scoring_stage(
             "saliency",
+            "score Grad-CAM maps against the lesion masks (Dice, HD95, SSIM, pointing game)",
             {
                 "saliency": f"{RESULTS}/{RUN}/saliency.parquet",
                 "summary": f"{RESULTS}/{RUN}/saliency.json",
@@ -193,6 +240,8 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             name="segment",
+            help="train and score segmentation decoders on the trained encoder (frozen, "
+            "finetune, scratch)",
             inputs={"prepared": PREPARED, "checkpoint": f"{MODELS}/{RUN}/classifier.pt"},
             outputs={
                 "segmenters": f"{MODELS}/{RUN}/segmenters",
@@ -211,6 +260,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             name="report",
+            help="tables, figures and metrics.json over every method and seed",
             inputs={"results": RESULTS, "models": MODELS},
             outputs={
                 "report": "results/report",
@@ -227,6 +277,8 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             name="audit",
+            help="lineage of every artifact (results/audit/lineage.json, .md); --verify: check "
+            "the files against it",
             inputs={
                 "prepared": PREPARED,
                 "models": MODELS,
@@ -242,6 +294,14 @@ STAGES: dict[str, Stage] = {
             gathers=("train", "evaluate", "robustness", "saliency", "segment"),
             mem_mb=1000,
             runtime=30,
+            options=(
+                Option(
+                    "--verify",
+                    "re-hash every artifact listed in <lineage>/lineage.json (default lineage: "
+                    "results/audit) and report each that changed or vanished; exit 1 if any did",
+                    runs="verify_command",
+                ),
+            ),
         ),
     )
 }

@@ -1,4 +1,5 @@
 # Helpers shared by all rules (params validation; rule fields built from sibnet.dag).
+# sibnet's own template filling is dag.expand, so Snakemake's expand() stays usable in rules.
 import json
 import os
 import time
@@ -6,7 +7,8 @@ from pathlib import Path
 
 import sibnet
 from sibnet.config import ParamsError, load_params, lookup
-from sibnet.dag import MODELS, RESULTS, STAGES, command, expand, stage
+from sibnet import dag
+from sibnet.dag import MODELS, RESULTS, STAGES, command, stage
 from sibnet.invocation import ENV_ENGINE, ENV_ID, invocation_id
 
 
@@ -48,7 +50,7 @@ def _lookup(key):
 
 
 def _fill(template, wildcards):
-    return expand(template, dataset=DATASET, **{k: str(v) for k, v in wildcards.items()})
+    return dag.expand(template, dataset=DATASET, **{k: str(v) for k, v in wildcards.items()})
 
 
 def stage_inputs(name):
@@ -61,7 +63,7 @@ def stage_inputs(name):
     spec = stage(name)
     if spec.gathers:
         direct = {
-            k: expand(t, dataset=DATASET)
+            k: dag.expand(t, dataset=DATASET)
             for k, t in spec.inputs.items()
             if t not in (RESULTS, MODELS)  # the gathered folders: their files are listed instead
         }
@@ -76,13 +78,13 @@ def stage_inputs(name):
 def stage_outputs(name):
     spec = stage(name)
     return {
-        k: directory(expand(t, dataset=DATASET)) if k in spec.directories else expand(t, dataset=DATASET)
+        k: directory(dag.expand(t, dataset=DATASET)) if k in spec.directories else dag.expand(t, dataset=DATASET)
         for k, t in spec.outputs.items()
     }
 
 
 def stage_log(name):
-    return expand(stage(name).log, dataset=DATASET)
+    return dag.expand(stage(name).log, dataset=DATASET)
 
 
 def stage_params(name):
@@ -112,7 +114,7 @@ def stage_resources(name):
 def stage_shell(name):
     spec = stage(name)
     if spec.gathers:  # folder inputs, passed as literal paths
-        inputs = {k: expand(t, dataset=DATASET) for k, t in spec.inputs.items()}
+        inputs = {k: dag.expand(t, dataset=DATASET) for k, t in spec.inputs.items()}
     else:
         inputs = {k: "{input.%s}" % k for k in spec.inputs}
     paths = inputs | {k: "{output.%s}" % k for k in spec.outputs}
@@ -124,7 +126,7 @@ def run_outputs(name):
     """Every output of a per-method stage over pipeline.methods × pipeline.seeds."""
     spec = stage(name)
     return [
-        expand(t, dataset=DATASET, method=m, seed=str(s))
+        dag.expand(t, dataset=DATASET, method=m, seed=str(s))
         for m in PARAMS.pipeline.methods
         for s in PARAMS.pipeline.seeds
         for t in spec.outputs.values()
@@ -133,4 +135,4 @@ def run_outputs(name):
 
 def final_outputs():
     """Targets of the default target (all): the lineage audit, and so everything before it."""
-    return [expand(t, dataset=DATASET) for t in stage("audit").outputs.values()]
+    return [dag.expand(t, dataset=DATASET) for t in stage("audit").outputs.values()]

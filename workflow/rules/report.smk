@@ -1,6 +1,4 @@
-# Every method × seed together: results/report/summary.md, figures, results/metrics.json.
-#
-# The key figures and tables are also marked for Snakemake's HTML report
+# The report stage's key figures and tables, marked for Snakemake's HTML report
 # (`snakemake --report report.html`, captions in workflow/report/). The marks only annotate the
 # output paths of stage_outputs("report"): the paths, and so the command, stay those of dvc.yaml.
 
@@ -42,20 +40,5 @@ REPORT_OUTPUTS["metrics"] = report(
     labels={"result": "Headline numbers (JSON)"},
 )
 
-
-rule report:
-    input:
-        **stage_inputs("report"),
-    output:
-        **REPORT_OUTPUTS,
-    log:
-        stage_log("report"),
-    params:
-        watched=stage_params("report"),
-    threads: stage_threads("report")
-    resources:
-        **stage_resources("report"),
-    conda:
-        CONDA_ENV
-    shell:
-        stage_shell("report")
+RULE_OUTPUTS = {"report": REPORT_OUTPUTS}
+"""Rule outputs that differ from stage_outputs(): the same paths with report() marks."""

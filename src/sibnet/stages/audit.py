@@ -38,7 +38,7 @@ from sibnet.files import atomic_dir, sha256_file, write_json
 from sibnet.lineage import LINEAGE_DIR, digest, job_name, now, read_records, relative
 from sibnet.tracking import git_state, start_run
 
-__all__ = ["LINEAGE_FORMAT", "AuditError", "audit", "verify"]
+__all__ = ["LINEAGE_FORMAT", "AuditError", "audit", "verify", "verify_command"]
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,22 @@ def verify(lineage: Path) -> list[str]:
         elif sha256_file(file) != artifact["sha256"]:
             problems.append(f"changed:  {artifact['path']} (from {artifact['job']})")
     return problems
+
+
+def verify_command(*, lineage: Path | None = None, **_paths: Path | None) -> int:
+    """``sibnet audit --verify [--lineage DIR]``: print :func:`verify`'s findings and a
+    summary; exit status 1 if an artifact changed or vanished, else 0. (The audit's other
+    paths, given or not, are not needed.)"""
+    folder = lineage or Path(STAGES["audit"].outputs["lineage"])
+    problems = verify(folder)
+    for line in problems:
+        print(line)
+    print(
+        f"{len(problems)} artifact(s) changed or vanished since the audit"
+        if problems
+        else f"every artifact in {folder / 'lineage.json'} is as audited"
+    )
+    return 1 if problems else 0
 
 
 def _markdown(document: dict[str, Any]) -> str:
