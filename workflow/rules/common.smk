@@ -111,15 +111,22 @@ def stage_resources(name):
     return {"mem_mb": spec.mem_mb, "runtime": spec.runtime, "gpu": spec.gpu * _processes(spec)}
 
 
-def stage_shell(name):
+def stage_command(name):
+    """The job's `sibnet` command line, as a params function of the job's wildcards, inputs and
+    outputs (a rule made in a loop cannot build it in its shell string, which Snakemake
+    evaluates when the job runs, after the loop has moved on)."""
     spec = stage(name)
-    if spec.gathers:  # folder inputs, passed as literal paths
-        inputs = {k: dag.expand(t, dataset=DATASET) for k, t in spec.inputs.items()}
-    else:
-        inputs = {k: "{input.%s}" % k for k in spec.inputs}
-    paths = inputs | {k: "{output.%s}" % k for k in spec.outputs}
-    cmd = command(spec, paths, params_file=PARAMS_FILE, method="{wildcards.method}", seed="{wildcards.seed}")
-    return cmd + " > {log} 2>&1"
+
+    def command_line(wildcards, input, output):
+        if spec.gathers:  # folder inputs, passed as literal paths
+            inputs = {k: dag.expand(t, dataset=DATASET) for k, t in spec.inputs.items()}
+        else:
+            inputs = {k: input[k] for k in spec.inputs}
+        paths = inputs | {k: output[k] for k in spec.outputs}
+        method, seed = getattr(wildcards, "method", ""), getattr(wildcards, "seed", "")
+        return command(spec, paths, params_file=PARAMS_FILE, method=method, seed=seed)
+
+    return command_line
 
 
 def run_outputs(name):

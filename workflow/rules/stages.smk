@@ -1,6 +1,8 @@
 # One rule per stage of sibnet.dag.STAGES (what each does: `sibnet --help`), all built the same
 # way from its definition; dvc.yaml comes from the same definitions. A stage whose outputs carry
-# `snakemake --report` marks takes them from RULE_OUTPUTS (report.smk).
+# `snakemake --report` marks takes them from RULE_OUTPUTS (report.smk). The shell string is a
+# literal: Snakemake evaluates a rule's shell expression when the job runs, by which time the
+# loop variable names the last stage, so the command comes in through params (evaluated now).
 
 
 for _name in STAGES:
@@ -16,10 +18,11 @@ for _name in STAGES:
             stage_log(_name),
         params:
             watched=stage_params(_name),
+            command=stage_command(_name),
         threads: stage_threads(_name)
         resources:
             **stage_resources(_name),
         conda:
             CONDA_ENV
         shell:
-            stage_shell(_name)
+            "{params.command} > {log} 2>&1"
