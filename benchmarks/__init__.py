@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -13,3 +16,16 @@ def write_result(path: Path, payload: dict[str, Any]) -> None:
     """Write a benchmark's result as indented JSON (keys in order), atomically."""
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def export_revision(revision: str, destination: Path, *paths: str) -> Path:
+    """The files of git revision ``revision`` (only ``paths``, if given) written under
+    ``destination`` with ``git archive``; returns ``destination``. For before/after benchmarks."""
+    from tests.workflow.repo import ROOT
+
+    command = ["git", "archive", "--format=tar", revision, *paths]
+    archive = subprocess.run(command, cwd=ROOT, capture_output=True, check=True).stdout
+    destination.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(destination, filter="data")
+    return destination

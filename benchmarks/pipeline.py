@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import platform
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import threading
 import time
@@ -36,7 +34,7 @@ from pathlib import Path
 import psutil
 from tests.workflow.repo import ROOT, clean_env, copy_repository, init_repository
 
-from benchmarks import write_result
+from benchmarks import export_revision, write_result
 from sibnet.config import load_params
 
 TARGET_SECONDS = 600  # issue 4: every method and stage in <= 10 minutes
@@ -54,12 +52,7 @@ def _tree_rss(process: psutil.Process) -> int:
 def copy_revision(revision: str, destination: Path, params: Path) -> Path:
     """The repository's files at git revision ``revision`` in ``destination`` (a git repository
     of its own), ``params`` as its ``params.yaml``."""
-    destination.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", revision], cwd=ROOT, capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(destination, filter="data")
+    export_revision(revision, destination)
     shutil.copy2(params, destination / "params.yaml")
     return init_repository(destination)
 

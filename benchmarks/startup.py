@@ -31,7 +31,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -39,8 +38,8 @@ from pathlib import Path
 import yaml
 from tests.workflow.repo import ROOT, TINY_PARAMS, clean_env
 
-from benchmarks import write_result
-from sibnet.dag import PREPARED, STAGES, command, expand
+from benchmarks import export_revision, write_result
+from sibnet.dag import STAGES, command, expand
 
 TARGET_IMPORT_S = 2.0
 TARGET_TO_WORK_S = 3.0
@@ -110,27 +109,9 @@ def stage_arguments(work: Path, params: Path) -> dict[str, list[str]]:
     lines = {}
     for name, spec in STAGES.items():
         paths = {k: expand(t, **values) for k, t in {**spec.inputs, **spec.outputs}.items()}
-        if name == "prepare":
-            paths["prepared"] = expand(PREPARED, **values)
         line = command(spec, paths, params_file=str(params), method="baseline", seed="0")
         lines[name] = line.split()[1:]
     return lines
-
-
-def export_revision(revision: str, folder: Path) -> Path:
-    """The package source of git revision ``revision``, exported under ``folder``; its ``src``."""
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", revision, "src"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "archive.tar"
-    path.write_bytes(archive)
-    with tarfile.open(path) as tar:
-        tar.extractall(folder, filter="data")
-    return folder / "src"
 
 
 def measure(
@@ -180,7 +161,7 @@ def main() -> None:
         src = str(ROOT / "src")
         variants = {"current": {**clean_env(), "PYTHONPATH": src}}
         if args.compare:
-            before = export_revision(args.compare, scratch / "before")
+            before = export_revision(args.compare, scratch / "before", "src") / "src"
             variants = {args.compare: {**clean_env(), "PYTHONPATH": str(before)}, **variants}
         results = measure(variants, args.repeats, scratch / "runs")
     result = {

@@ -105,7 +105,6 @@ def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if rank_from_env() != 0:  # another data-parallel process: rank 0 records the run
         return 0
     keys = [expand(key, method=method or "") for key in spec.params]
-    pipeline_run = invocation.current()
     write_record(
         stage=spec.name,
         dataset=params.prepare.dataset,
@@ -118,7 +117,7 @@ def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> int:
         outputs={name: getattr(args, name) for name in spec.outputs},
         code=git_state(),
         mlflow_run_id=_last_run_id() if params.tracking.enabled else None,
-        invocation={"id": pipeline_run.id, "engine": pipeline_run.engine},
+        invocation=invocation.current().record(),
         started=started,
         ended=ended,
     )

@@ -159,10 +159,11 @@ def import_closure(roots: Iterable[str]) -> tuple[str, ...]:
         KeyError: a root is not a package module.
         DynamicImportError: see :func:`imports_of`.
     """
-    seen: set[str] = set()
-    pending = [name for root in roots for name in _with_packages(root)]
+    roots = tuple(roots)
     for root in roots:
         module_file(root)
+    seen: set[str] = set()
+    pending = [name for root in roots for name in _with_packages(root)]
     while pending:
         name = pending.pop()
         if name in seen:

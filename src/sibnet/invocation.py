@@ -52,6 +52,10 @@ class Invocation:
         """The MLflow tags of a run of this invocation."""
         return {"sibnet.invocation": self.id, "sibnet.engine": self.engine}
 
+    def record(self) -> dict[str, str]:
+        """The lineage record's ``invocation`` entry."""
+        return {"id": self.id, "engine": self.engine}
+
 
 def invocation_id(engine: str, pid: int, started: float) -> str:
     """The id of an invocation by process ``pid`` of ``engine``, started at epoch ``started``."""
@@ -89,21 +93,15 @@ def _engine_of(pid: int) -> str | None:
 
 def _engine_ancestor() -> Invocation | None:
     """The invocation of the nearest ``snakemake``/``dvc`` ancestor of this process."""
-    pid = os.getpid()
+    stat = _stat(os.getpid())
     for _ in range(64):  # bounded: a process tree is never this deep
+        if stat is None or stat[0] <= 1:
+            return None
+        pid = stat[0]
         stat = _stat(pid)
-        if stat is None:
-            return None
-        parent, _started = stat
-        if parent <= 1:
-            return None
-        engine = _engine_of(parent)
-        if engine is not None:
-            parent_stat = _stat(parent)
-            if parent_stat is None:
-                return None
-            return Invocation(invocation_id(engine, parent, parent_stat[1]), engine)
-        pid = parent
+        engine = _engine_of(pid)
+        if engine is not None and stat is not None:
+            return Invocation(invocation_id(engine, pid, stat[1]), engine)
     return None
 
 

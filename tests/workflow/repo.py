@@ -88,3 +88,10 @@ def init_repository(destination: Path) -> Path:
     run(["git", "add", "-A"], destination, env=env)
     run(["git", "commit", "-q", "-m", "copy"], destination, env=env)
     return destination
+
+
+def dry_run_rules(copy: Path) -> set[str]:
+    """The rules ``snakemake -n`` would run in ``copy`` (``all`` included)."""
+    result = run(["snakemake", "-n", "--cores", "all"], copy, env=clean_env())
+    lines = (result.stdout + result.stderr).splitlines()
+    return {line.split()[1].rstrip(":") for line in lines if line.startswith("rule ")}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sibnet.dag import STAGES, command, expand
-from tests.workflow.repo import clean_env, run
+from tests.workflow.repo import clean_env, dry_run_rules, run
 
 pytestmark = pytest.mark.slow
 
@@ -32,24 +32,18 @@ def _edited_copy(finished: Path, tmp_path: Path, module: str, old: str, new: str
     return copy
 
 
-def _snakemake_rules(copy: Path) -> set[str]:
-    result = run(["snakemake", "-n", "--cores", "all"], copy, env=clean_env())
-    lines = (result.stdout + result.stderr).splitlines()
-    return {line.split()[1].rstrip(":") for line in lines if line.startswith("rule ")}
-
-
 def test_snakemake_reruns_only_the_report_after_a_report_figure_edit(
     snakemake_run: Path, tmp_path: Path
 ) -> None:
     copy = _edited_copy(snakemake_run, tmp_path, "plots/report.py", "\n", "\n# edited\n")
-    assert _snakemake_rules(copy) == {"report", "audit", "all"}
+    assert dry_run_rules(copy) == {"report", "audit", "all"}
 
 
 def test_snakemake_reruns_train_and_everything_after_it_after_a_loss_edit(
     snakemake_run: Path, tmp_path: Path
 ) -> None:
     copy = _edited_copy(snakemake_run, tmp_path, "losses/sibnet.py", "\n", "\n# edited\n")
-    assert _snakemake_rules(copy) == {*PER_METHOD, "report", "audit", "all"}
+    assert dry_run_rules(copy) == {*PER_METHOD, "report", "audit", "all"}
 
 
 def _dvc_env(copy: Path) -> dict[str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sibnet.stages.report import REPORT_FILES
-from tests.workflow.repo import clean_env, run
+from tests.workflow.repo import clean_env, dry_run_rules, run
 
 pytestmark = pytest.mark.slow
 
@@ -83,9 +83,7 @@ def _rules_after_change(snakemake_run: Path, tmp_path: Path, section: str, **val
     params = yaml.safe_load((copy / "params.yaml").read_text())
     params[section].update(values)
     (copy / "params.yaml").write_text(yaml.safe_dump(params))
-    result = run(["snakemake", "-n", "--cores", "all"], copy, env=clean_env())
-    lines = (result.stdout + result.stderr).splitlines()
-    return {line.split()[1].rstrip(":") for line in lines if line.startswith("rule ")}
+    return dry_run_rules(copy)
 
 
 def test_snakemake_reruns_only_what_a_params_change_touches(

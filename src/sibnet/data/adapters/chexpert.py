@@ -119,9 +119,10 @@ def check_chexpert(params: PrepareParams) -> None:
 
 def plan_chexpert(params: PrepareParams) -> Plan:
     """Read CheXpert's label tables into a :class:`~sibnet.data.ingest.Plan` (no image is
-    decoded here; missing image files are problems already)."""
+    decoded here; missing image files are problems already). ``sibnet prepare`` runs
+    :func:`check_chexpert` first, before its MLflow run opens; the tables themselves are
+    checked again as they are read (:func:`~sibnet.data.adapters.tables.read_table`)."""
     options = params.chexpert
-    check_chexpert(params)
     root = Path(options.root or ".")
     masks = Path(options.lesion_masks) if options.lesion_masks else None
     classes = list(options.classes)

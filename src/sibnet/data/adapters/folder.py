@@ -116,9 +116,10 @@ def check_folder(params: PrepareParams) -> None:
 
 def plan_folder(params: PrepareParams) -> Plan:
     """Read the folder source's CSV into a :class:`~sibnet.data.ingest.Plan` (no image is
-    decoded here; missing image files are problems already)."""
+    decoded here; missing image files are problems already). ``sibnet prepare`` runs
+    :func:`check_folder` first, before its MLflow run opens; the tables themselves are checked again
+    as they are read (:func:`~sibnet.data.adapters.tables.read_table`)."""
     options = params.folder
-    check_folder(params)
     root = Path(options.root or ".")
     table_name = Path(options.csv).name
     classes = list(options.classes)
