@@ -5,7 +5,7 @@ classes, one input channel, synthetic images and one-hot targets created once on
 (no data loading is timed). Each step: ``zero_grad``, the objective under
 ``torch.autocast(dtype=torch.bfloat16)`` (``--precision bf16``, default), backward, Adam step —
 the same as :func:`sibnet.engine.train_epoch`. Model and batches are in ``channels_last``
-unless ``--no-channels-last``. Two objectives (:func:`sibnet.objectives.build_objective`):
+unless ``--no-channels-last``. Two objectives (:func:`sibnet.losses.build_objective`):
 
 - ``ce``: softmax cross-entropy;
 - ``sibnet``: cross-entropy + 1.2 · CD + 0.9 · SC on every class's Grad-CAM map (the paper's
@@ -47,18 +47,18 @@ import torch
 from benchmarks import write_result
 from sibnet.config import MethodParams
 from sibnet.engine import autocast, resolve_device
+from sibnet.losses import Objective, build_objective
 from sibnet.models.classifier import build_classifier
-from sibnet.objectives import Objective, build_objective
+from sibnet.objectives import CrossEntropyParams, SibnetParams
 from sibnet.reproducibility import configure_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = 5
 
 OBJECTIVES: dict[str, MethodParams] = {
-    "ce": MethodParams(architecture="densenet121", objective="cross_entropy"),
-    "sibnet": MethodParams(
+    "ce": CrossEntropyParams(architecture="densenet121"),
+    "sibnet": SibnetParams(
         architecture="densenet121",
-        objective="sibnet",
         lambda_cd=1.2,
         lambda_sc=0.9,
         normalize_terms=True,
@@ -98,7 +98,8 @@ class Runner:
     def step(self) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.precision):
-            loss, _ = self.objective(self.model, self.images, self.targets)
+            batch = {"image": self.images, "target": self.targets}
+            loss, _ = self.objective(self.model, batch)
         loss.backward()
         self.optimizer.step()
         return loss.detach()

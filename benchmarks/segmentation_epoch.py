@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import write_result
-from sibnet.data.phantom import ORGANS, make_phantom
+from sibnet.data.phantom_images import ORGANS, make_phantom
 from sibnet.models.classifier import build_classifier
 from sibnet.models.segmenter import Segmenter, segmentation_loss
 

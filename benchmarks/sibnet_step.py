@@ -43,9 +43,9 @@ from skimage.filters import threshold_otsu
 
 from benchmarks import write_result
 from sibnet.config import MethodParams, load_params
-from sibnet.engine import task_loss
+from sibnet.losses import build_objective, task_loss
 from sibnet.models.classifier import build_classifier
-from sibnet.objectives import build_objective
+from sibnet.objectives import CrossEntropyParams
 from sibnet.saliency import default_cam_layer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def _kinds() -> dict[str, MethodParams | None]:
         "faithfulness": {"lambda_faith": 0.3},
     }
     kinds: dict[str, MethodParams | None] = {
-        "ce": MethodParams(),
+        "ce": CrossEntropyParams(),
         "sibnet": shipped.methods["sibnet"],
     }
     for name, change in options.items():
@@ -147,7 +147,7 @@ def _steps(architecture: str, classes: int, batch: int, size: int) -> dict[str, 
                 cd, sc = _reference_terms(maps.detach().cpu().numpy(), size)
                 loss = cross_entropy(model(images), targets) + cd + sc
             else:
-                loss, _ = objective(model, images, targets)
+                loss, _ = objective(model, {"image": images, "target": targets})
             loss.backward()
             optimizer.step()
 

@@ -133,7 +133,7 @@ def test_an_unreachable_tracking_server_exits_2_before_any_work(
     assert not out.exists()
 
 
-def test_a_stage_brings_its_own_help_and_switches(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stage_brings_its_own_help_and_switches() -> None:
     """Help text and extra switches live in the stage definition (sibnet.dag), so a new stage
     needs no edit of the command line: it is listed with its help, and a switch with a keyword
     reaches the stage function."""
@@ -147,16 +147,20 @@ def test_a_stage_brings_its_own_help_and_switches(monkeypatch: pytest.MonkeyPatc
         params=("prepare",),
         options=(dag.Option("--fast", "go fast", keyword="fast"),),
     )
-    monkeypatch.setitem(dag.STAGES, "toy", toy)
-    parser = build_parser()
-    assert "a toy stage for this test" in parser.format_help()
-    parsed = parser.parse_args(
-        ["toy", "--params", "p", "--prepared", "d", "--table", "t", "--fast"]
-    )
-    assert parsed.stage is toy and parsed.fast is True
-    assert (
-        parser.parse_args(["toy", "--params", "p", "--prepared", "d", "--table", "t"]).fast is None
-    )
-    # a stage needs its module
-    with pytest.raises(KeyError, match=r"no module sibnet\.stages\.toy"):
-        dag.dvc_yaml()
+    dag.register_stage(toy)
+    try:
+        parser = build_parser()
+        assert "a toy stage for this test" in parser.format_help()
+        parsed = parser.parse_args(
+            ["toy", "--params", "p", "--prepared", "d", "--table", "t", "--fast"]
+        )
+        assert parsed.stage is toy and parsed.fast is True
+        assert (
+            parser.parse_args(["toy", "--params", "p", "--prepared", "d", "--table", "t"]).fast
+            is None
+        )
+        # a stage needs its module
+        with pytest.raises(KeyError, match=r"no module sibnet\.stages\.toy"):
+            dag.dvc_yaml()
+    finally:
+        dag.STAGES.unregister("toy")

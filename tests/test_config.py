@@ -5,13 +5,12 @@ from pathlib import Path
 import pytest
 
 from sibnet.config import (
-    SIBNET_FORMULATION,
-    MethodParams,
     Params,
     ParamsError,
     load_params,
     validate_params,
 )
+from sibnet.objectives import SIBNET_FORMULATION, SibnetParams
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +70,7 @@ def test_defaults_equal_the_shipped_params_file() -> None:
         ({"train": {"epochs": 0}}, "train.epochs", "greater than or equal to 1"),
         ({"train": {"epochs": "ten"}}, "train.epochs", "valid integer"),
         ({"train": {"epoch": 3}}, "train.epoch", "unknown key"),
-        ({"bogus": {}}, "bogus", "unknown key"),
+        ({"bogus": {}}, "bogus", "unknown section"),
         ({"prepare": {"phantom": {"mode": "multi"}}}, "prepare.phantom.mode", "'multiclass'"),
         ({"prepare": {"phantom": {"findings": ["tumour"]}}}, "prepare.phantom.findings", "nodule"),
         ({"prepare": {"split": {"val": 0.5, "test": 0.45}}}, "prepare.split", "val + test"),
@@ -86,7 +85,7 @@ def test_defaults_equal_the_shipped_params_file() -> None:
         ),
         (
             {"prepare": {"phantom": {"shortcut_class": "tumour"}}},
-            "(top level)",
+            "prepare.phantom",
             "shortcut_class",
         ),
         ({"robustness": {"sigmas": [0.1, 0.1]}}, "robustness.sigmas", "must not repeat"),
@@ -123,6 +122,23 @@ def test_segment_modes_add_the_reference_modes_for_the_reference_only() -> None:
     params = Params()
     assert segment_modes(params, "baseline") == ["frozen", "finetune", "scratch"]
     assert segment_modes(params, "sibnet") == ["frozen"]
+    none = validate_params({"segment": {"reference": None, "reference_modes": []}})
+    assert segment_modes(none, "baseline") == ["frozen"]
+
+
+def test_the_segmentation_reference_is_its_own_key() -> None:
+    """Choosing the report's comparison method changes nothing the segment stage reads."""
+    from sibnet.dag import STAGES
+
+    raw = {"segment": {"reference": "se", "reference_modes": ["scratch"]}}
+    params = validate_params({**raw, "report": {"reference": "sibnet"}})
+    assert params.segment.reference == "se"
+    assert not any(key.startswith("report") for key in STAGES["segment"].params)
+    with pytest.raises(ParamsError, match=r"segment\.reference = 'vit' is not one of"):
+        validate_params({"segment": {"reference": "vit"}})
+    with pytest.raises(ParamsError, match=r"needs segment\.reference"):
+        validate_params({"segment": {"reference": None, "reference_modes": ["scratch"]}})
+    assert validate_params(params.model_dump(mode="json")) == params  # a dump validates again
 
 
 def test_all_problems_are_reported_together() -> None:
@@ -205,7 +221,12 @@ def test_attention_width_errors_name_the_key(method: dict, key: str) -> None:
 def test_attention_widths_default_and_dump_round_trip(attention: str) -> None:
     raw = {"attention": attention, "attention_reduction": 4, "attention_min_hidden": 1}
     params = validate_params(
-        {"methods": {"m": raw}, "pipeline": {"methods": ["m"]}, "report": {"reference": "m"}}
+        {
+            "methods": {"m": raw},
+            "pipeline": {"methods": ["m"]},
+            "report": {"reference": "m"},
+            "segment": {"reference": "m"},
+        }
     )
     method = params.methods["m"]
     assert (method.attention_reduction, method.attention_min_hidden) == (4, 1)
@@ -222,7 +243,7 @@ def test_default_methods_are_the_papers_comparison() -> None:
     assert params.pipeline.methods == ["baseline", "se", "cbam", "sibnet", "sibnet_cd", "sibnet_sc"]
     sibnet = params.methods["sibnet"]  # the fidelity study's selection (README)
     assert (sibnet.lambda_cd, sibnet.lambda_sc) == (0.012, 0.009)
-    assert sibnet == MethodParams(objective="sibnet", **SIBNET_FORMULATION)
+    assert sibnet == SibnetParams(**SIBNET_FORMULATION)
     assert params.methods["sibnet_cd"].lambda_sc == 0 and params.methods["sibnet_sc"].lambda_cd == 0
     dumped = params.model_dump(mode="json")
     assert "lambda_cd" not in dumped["methods"]["baseline"]
@@ -283,7 +304,12 @@ def test_a_sibnet_method_dump_validates_again() -> None:
     params = validate_params({**raw, "pipeline": {"methods": ["baseline", "x"]}})
     assert validate_params(params.model_dump(mode="json")) == params
     layer = validate_params(
-        {**_sibnet_method(), "pipeline": {"methods": ["x"]}, "report": {"reference": "x"}}
+        {
+            **_sibnet_method(),
+            "pipeline": {"methods": ["x"]},
+            "report": {"reference": "x"},
+            "segment": {"reference": "x"},
+        }
     )
     layer = layer.model_dump(mode="json")["methods"]["x"]
     assert "sc_upsample" not in layer and "cam_relu" in layer

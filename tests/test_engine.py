@@ -5,17 +5,17 @@ import pytest
 import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
-from torch.utils.data import TensorDataset
 
 from sibnet.engine import (
-    MaskedBCEWithLogits,
     autocast,
+    batch_to_device,
     make_loader,
     predict,
     resolve_device,
-    task_loss,
     to_device,
+    train_epoch,
 )
+from sibnet.losses.task import MaskedBCEWithLogits, task_loss
 
 
 def _batch(seed: int = 0, shape: tuple[int, int] = (16, 5)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,12 +91,51 @@ def test_unknown_task() -> None:
 def test_predict_passes_unknown_labels_through() -> None:
     images = torch.randn(6, 4)
     labels = torch.tensor([[1, 0], [-1, 1], [0, -1], [1, 1], [-1, -1], [0, 0]], dtype=torch.float32)
-    loader = make_loader(TensorDataset(images, labels), batch_size=4, shuffle=False, seed=0)
+    items = [{"image": image, "target": label} for image, label in zip(images, labels, strict=True)]
+    loader = make_loader(items, batch_size=4, shuffle=False, seed=0)
     model = nn.Linear(4, 2)
     probs, targets, loss = predict(model, loader, "multilabel", task_loss("multilabel"))
     assert targets.dtype == np.int8
     np.testing.assert_array_equal(targets, labels.numpy().astype(np.int8))
     assert probs.shape == (6, 2) and np.isfinite(loss)
+
+
+def test_train_epoch_passes_the_whole_batch_to_the_objective() -> None:
+    """Every key of a batch, the optional ``lesion_masks`` and ``labeled`` too, reaches the
+    objective: an objective that needs them needs no engine change."""
+    items = [
+        {
+            "image": torch.rand(1, 8, 8),
+            "target": torch.eye(2)[i % 2],
+            "lesion_masks": torch.zeros(2, 8, 8),
+            "labeled": torch.tensor(i % 3 > 0),
+        }
+        for i in range(6)
+    ]
+    loader = make_loader(items, batch_size=4, shuffle=True, seed=0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    seen = []
+
+    def objective(net: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        seen.append({key: tuple(value.shape) for key, value in batch.items()})
+        loss = task_loss("multiclass")(net(batch["image"]), batch["target"])
+        return loss, {"task": loss.detach(), "labeled": batch["labeled"].float().mean()}
+
+    terms = train_epoch(model, loader, objective, torch.optim.SGD(model.parameters(), lr=0.1))
+    assert seen == [
+        {"image": (n, 1, 8, 8), "target": (n, 2), "lesion_masks": (n, 2, 8, 8), "labeled": (n,)}
+        for n in (4, 2)
+    ]
+    assert set(terms) == {"loss", "task", "labeled"}
+
+
+def test_batch_to_device_moves_every_tensor_and_formats_the_image_only() -> None:
+    batch = {"image": torch.randn(2, 1, 8, 8), "lesion_masks": torch.zeros(2, 3, 8, 8)}
+    same = batch_to_device(batch, None)
+    assert all(same[key] is batch[key] for key in batch) and list(same) == list(batch)
+    moved = batch_to_device(batch, torch.device("cpu"), channels_last=True)
+    assert moved["image"].is_contiguous(memory_format=torch.channels_last)
+    assert moved["lesion_masks"] is batch["lesion_masks"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")

@@ -93,9 +93,11 @@ def test_each_stage_depends_on_its_closure_as_repository_files() -> None:
 
 
 def test_report_only_modules_are_the_report_stages_alone() -> None:
-    """The report's figures and comparisons are in no other stage's code; the losses are in
-    train's, not in prepare's."""
-    for path in ("src/sibnet/plots/report.py", "src/sibnet/metrics/comparison.py"):
+    """The report's sections, figures and comparisons are in no other stage's code; the losses
+    are in train's, not in prepare's."""
+    sections = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src/sibnet/report").rglob("*.py"))
+    assert "src/sibnet/report/sections/saliency.py" in sections
+    for path in ("src/sibnet/plots/report.py", "src/sibnet/metrics/comparison.py", *sections):
         users = {name for name, spec in STAGES.items() if path in spec.code}
         assert users == {"report"}, (path, users)
     losses = {name for name, spec in STAGES.items() if "src/sibnet/losses/sibnet.py" in spec.code}

@@ -3,10 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sibnet.config import MethodParams
-from sibnet.engine import task_loss
+from sibnet.losses import SibnetObjective, TaskObjective, build_objective, task_loss
 from sibnet.models.classifier import build_classifier
-from sibnet.objectives import SibnetObjective, TaskObjective, build_objective
+from sibnet.objectives import CrossEntropyParams, SibnetParams
 
 
 def _batch(classes: int = 4) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
@@ -19,24 +18,24 @@ def _batch(classes: int = 4) -> tuple[torch.nn.Module, torch.Tensor, torch.Tenso
 
 def test_cross_entropy_objective_is_the_task_loss() -> None:
     model, images, targets = _batch()
-    objective = build_objective(MethodParams(), "multiclass")
+    objective = build_objective(CrossEntropyParams(), "multiclass")
     assert isinstance(objective, TaskObjective)
     torch.manual_seed(1)
-    loss, terms = objective(model, images, targets)
+    loss, terms = objective(model, {"image": images, "target": targets})
     assert set(terms) == {"task"} and torch.equal(loss.detach(), terms["task"])
 
 
 def test_sibnet_first_step_is_normalised_to_the_weights() -> None:
     model, images, targets = _batch()
-    method = MethodParams(objective="sibnet", lambda_cd=1.2, lambda_sc=0.9)
+    method = SibnetParams(lambda_cd=1.2, lambda_sc=0.9)
     objective = build_objective(method, "multiclass")
     assert isinstance(objective, SibnetObjective)
-    loss, terms = objective(model, images, targets)
+    loss, terms = objective(model, {"image": images, "target": targets})
     assert set(terms) == {"task", "cd", "sc"}
     torch.testing.assert_close(loss.detach(), terms["task"] + 1.2 + 0.9)
     scales = objective.scales()
     assert scales == pytest.approx({"cd": float(terms["cd"]), "sc": float(terms["sc"])})
-    objective(model, images * 0.5, targets)
+    objective(model, {"image": images * 0.5, "target": targets})
     assert objective.scales() == scales  # fixed after the first step
 
 
@@ -45,7 +44,7 @@ def test_without_normalisation_the_raw_terms_are_added() -> None:
     objective = SibnetObjective(
         task_loss("multiclass"), lambda_cd=2.0, lambda_sc=0.5, normalize_terms=False
     )
-    loss, terms = objective(model, images, targets)
+    loss, terms = objective(model, {"image": images, "target": targets})
     expected = terms["task"] + 2.0 * terms["cd"] + 0.5 * terms["sc"]
     torch.testing.assert_close(loss.detach(), expected)
     assert objective.scales() == {}
@@ -61,7 +60,7 @@ def test_ablations_compute_only_their_term(
     objective = SibnetObjective(
         task_loss("multiclass"), lambda_cd=lambda_cd, lambda_sc=lambda_sc, normalize_terms=True
     )
-    _, terms = objective(model, images, targets)
+    _, terms = objective(model, {"image": images, "target": targets})
     assert set(terms) == {"task", present}
 
 
@@ -74,7 +73,7 @@ def test_each_term_trains_the_backbone(term: str) -> None:
         else {"lambda_cd": 0.0, "lambda_sc": 1.0}
     )
     objective = SibnetObjective(task_loss("multiclass"), normalize_terms=False, **weights)
-    with_term, _ = objective(model, images, targets)
+    with_term, _ = objective(model, {"image": images, "target": targets})
     task_only = task_loss("multiclass")(model(images), targets)
     (with_term - task_only).backward()  # the gradient of the saliency term alone
     grad = model.conv1.weight.grad
@@ -84,8 +83,9 @@ def test_each_term_trains_the_backbone(term: str) -> None:
 def test_multilabel_and_densenet() -> None:
     torch.manual_seed(0)
     model = build_classifier("densenet121", num_classes=3).train()
-    objective = build_objective(MethodParams(objective="sibnet"), "multilabel")
-    loss, terms = objective(model, torch.rand(4, 1, 64, 64), torch.tensor([[1.0, 0, 1]] * 4))
+    objective = build_objective(SibnetParams(), "multilabel")
+    batch = {"image": torch.rand(4, 1, 64, 64), "target": torch.tensor([[1.0, 0, 1]] * 4)}
+    loss, terms = objective(model, batch)
     loss.backward()
     assert torch.isfinite(loss) and set(terms) == {"task", "cd", "sc"}
 
@@ -99,7 +99,7 @@ def test_invalid_weights() -> None:
 
 
 def _sibnet(**keys) -> SibnetObjective:
-    objective = build_objective(MethodParams(objective="sibnet", **keys), "multiclass")
+    objective = build_objective(SibnetParams(**keys), "multiclass")
     assert isinstance(objective, SibnetObjective)
     return objective
 
@@ -123,7 +123,9 @@ def test_ramp_warmup_scales_the_terms_linearly_per_step() -> None:
     assert factors[8:] == [1.0] * 4
     model, images, targets = _batch()
     objective.begin_epoch(1, steps=4)
-    loss, terms = objective(model, images, targets)  # factor 0: the task loss, terms computed
+    loss, terms = objective(
+        model, {"image": images, "target": targets}
+    )  # factor 0: the task loss, terms computed
     torch.testing.assert_close(loss.detach(), terms["task"])
     assert set(objective.scales()) == {"cd", "sc"}
 
@@ -132,10 +134,10 @@ def test_delay_warmup_skips_the_maps_then_takes_the_scales() -> None:
     objective = _sibnet(warmup="delay", warmup_epochs=1)
     model, images, targets = _batch()
     objective.begin_epoch(1, steps=1)
-    loss, terms = objective(model, images, targets)
+    loss, terms = objective(model, {"image": images, "target": targets})
     assert set(terms) == {"task"} and objective.scales() == {}
     objective.begin_epoch(2, steps=1)
-    loss, terms = objective(model, images, targets)
+    loss, terms = objective(model, {"image": images, "target": targets})
     assert set(terms) == {"task", "cd", "sc"}
     torch.testing.assert_close(loss.detach(), terms["task"] + 1.2 + 0.9)
 
@@ -145,13 +147,13 @@ def test_the_reference_weighting_normalises_the_task_loss_too() -> None:
         lambda_cd=1.0, lambda_sc=1.0, normalize_task=True, task_weighting="batch_inverse_frequency"
     )
     model, images, targets = _batch()
-    loss, _ = objective(model, images, targets)
+    loss, _ = objective(model, {"image": images, "target": targets})
     torch.testing.assert_close(loss.detach(), torch.tensor(3.0))
     assert set(objective.scales()) == {"task", "cd", "sc"}
 
 
 def test_batch_inverse_frequency_gives_every_present_class_the_same_weight() -> None:
-    from sibnet.objectives import batch_inverse_frequency_cross_entropy
+    from sibnet.losses import batch_inverse_frequency_cross_entropy
 
     logits = torch.randn(5, 3)
     classes = torch.tensor([0, 0, 0, 1, 1])  # class 2 absent
@@ -161,7 +163,7 @@ def test_batch_inverse_frequency_gives_every_present_class_the_same_weight() -> 
     torch.testing.assert_close(batch_inverse_frequency_cross_entropy(logits, targets), expected)
     with pytest.raises(ValueError, match="task_weighting"):
         build_objective(
-            MethodParams(objective="sibnet", task_weighting="batch_inverse_frequency"),
+            SibnetParams(task_weighting="batch_inverse_frequency"),
             "multilabel",
         )
 
@@ -177,19 +179,21 @@ def test_a_term_that_is_zero_at_the_first_step_takes_its_scale_later() -> None:
 def test_alpha_without_gradient_reaches_the_network_only_through_the_activations() -> None:
     model, images, targets = _batch()
     model.zero_grad()
-    TaskObjective(task_loss("multiclass"))(model, images, targets)[0].backward()
+    TaskObjective(task_loss("multiclass"))(model, {"image": images, "target": targets})[
+        0
+    ].backward()
     task_only = model.fc.weight.grad.clone()
     for alpha_grad in (True, False):
         objective = _sibnet(lambda_sc=0.0, normalize_terms=False, cam_alpha_grad=alpha_grad)
         model.zero_grad()
-        objective(model, images, targets)[0].backward()
+        objective(model, {"image": images, "target": targets})[0].backward()
         # the head's weights are α (closed form): without α's gradient CD does not reach them
         assert torch.allclose(model.fc.weight.grad, task_only) != alpha_grad
         assert float(model.conv1.weight.grad.abs().max()) > 0
 
 
 def test_sc_at_input_resolution_upsamples_the_maps(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sibnet.objectives as objectives
+    import sibnet.losses.sibnet_objective as objectives
 
     seen = []
     original = objectives.spatial_coherence
@@ -202,9 +206,9 @@ def test_sc_at_input_resolution_upsamples_the_maps(monkeypatch: pytest.MonkeyPat
     model, images, targets = _batch()
     for mode in ("nearest", "bilinear"):
         _sibnet(sc_resolution="input", sc_upsample=mode, sc_regions="components")(
-            model, images, targets
+            model, {"image": images, "target": targets}
         )
-    _sibnet()(model, images, targets)
+    _sibnet()(model, {"image": images, "target": targets})
     assert [shape[-2:] for shape, _ in seen] == [(64, 64), (64, 64), (4, 4)]
     assert seen[0][1]["regions"] == "components"
 
@@ -236,7 +240,7 @@ def test_faithfulness_objective_trains_and_handles_no_positive_label() -> None:
 
     objective = _sibnet(lambda_cd=0.0, lambda_sc=0.0, lambda_faith=0.5)
     model, images, targets = _batch()
-    loss, terms = objective(model, images, targets)
+    loss, terms = objective(model, {"image": images, "target": targets})
     loss.backward()
     torch.testing.assert_close(loss.detach(), terms["task"] + 0.5)
     empty = faithfulness(model, images, torch.rand(6, 4, 4, 4), torch.zeros(6, 4), "multilabel")

@@ -28,9 +28,10 @@ from skimage.measure import label
 from skimage.morphology import binary_erosion
 from torch import nn
 
-from sibnet.config import REFERENCE_FORMULATION, MethodParams, load_params
+from sibnet.config import load_params
+from sibnet.losses import build_objective
 from sibnet.models.classifier import build_classifier
-from sibnet.objectives import build_objective
+from sibnet.objectives import REFERENCE_FORMULATION, SibnetParams
 from tests.test_config import ROOT
 
 KERNEL = 9
@@ -111,7 +112,7 @@ def _relative(found: torch.Tensor, expected: torch.Tensor) -> float:
 
 def test_reference_method_is_the_reference_formulation() -> None:
     shipped = load_params(ROOT / "params.yaml").methods["sibnet_reference"]
-    assert shipped == MethodParams(objective="sibnet", **REFERENCE_FORMULATION)
+    assert shipped == SibnetParams(**REFERENCE_FORMULATION)
 
 
 @pytest.mark.filterwarnings("ignore:`binary_erosion` is deprecated:FutureWarning")
@@ -121,9 +122,7 @@ def test_sibnet_reference_loss_and_gradients_equal_the_original_code(seed: int) 
     model = build_classifier("resnet10_small", num_classes=CLASSES)
     model.train()
     reference_model, project_model = copy.deepcopy(model), copy.deepcopy(model)
-    objective = build_objective(
-        MethodParams(objective="sibnet", **REFERENCE_FORMULATION), "multiclass"
-    )
+    objective = build_objective(SibnetParams(**REFERENCE_FORMULATION), "multiclass")
     scales = None
     components = 0
     for step in range(2):  # the first step sets the scales, the second is scaled by them
@@ -139,7 +138,7 @@ def test_sibnet_reference_loss_and_gradients_equal_the_original_code(seed: int) 
         expected = _gradients(reference_model)
 
         project_model.zero_grad()
-        loss, terms = objective(project_model, images, targets)
+        loss, terms = objective(project_model, {"image": images, "target": targets})
         loss.backward()
         found = _gradients(project_model)
 

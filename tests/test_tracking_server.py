@@ -470,13 +470,13 @@ def test_server_dying_mid_run_fails_the_stage(
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
         monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once
-        write: Callable[..., None] = prepare_module._write
+        write: Callable[..., None] = prepare_module.ingest
 
         def write_then_die(*args: object, **kwargs: object) -> None:
             write(*args, **kwargs)
             proxy.close()
 
-        monkeypatch.setattr(prepare_module, "_write", write_then_die)
+        monkeypatch.setattr(prepare_module, "ingest", write_then_die)
         with pytest.raises(MlflowException) as raised:
             prepare_module.prepare(tiny_params("server-dies"), prepared=tmp_path / "tiny")
     finally:

@@ -40,6 +40,7 @@ from types import ModuleType
 from sibnet.config import ParamsError, load_params, lookup
 from sibnet.dag import STAGES, Stage, dvc_yaml, expand
 from sibnet.errors import SibnetError
+from sibnet.extensions import load_extensions
 from sibnet.files import atomic_file
 
 __all__ = ["main"]
@@ -76,8 +77,9 @@ def _stage_module(spec: Stage) -> ModuleType:
 def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run one stage, then record its lineage (:mod:`sibnet.lineage`); the exit status.
 
-    ``train`` with ``train.processes > 1`` runs again under ``torchrun``
-    (:func:`sibnet.distributed.launch`), whose rank 0 records the lineage.
+    A stage with more than one data-parallel process (:attr:`~sibnet.dag.Stage.processes_key`,
+    ``train.processes`` for ``train``) runs again under ``torchrun``
+    (:func:`sibnet.launch.launch`), whose rank 0 records the lineage.
     """
     from sibnet import invocation
     from sibnet.launch import launch, needs_launch, rank_from_env
@@ -96,8 +98,10 @@ def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if spec.per_method:
         params.method(method)  # an unknown method fails before any work
         kwargs |= {"method": method, "seed": seed}
-    if spec.name == "train" and needs_launch(params.train.processes):
-        return launch(argv, params.train.processes, params.train.threads)
+    processes = lookup(params, spec.processes_key) if spec.processes_key else 1
+    if needs_launch(processes):
+        threads = lookup(params, spec.threads_key) if spec.threads_key else 1
+        return launch(argv, processes, threads)
     module = _stage_module(spec)
     started = now()
     getattr(module, spec.name)(params, **kwargs)
@@ -151,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sibnet", description="Interpretability-guided (SIBnet) training pipeline stages."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    load_extensions()  # stages registered by extensions get their subcommands too
     for spec in STAGES.values():
         _add_stage(subparsers, spec)
     export = subparsers.add_parser("dvc-yaml", help="write dvc.yaml from the stage definitions")

@@ -22,16 +22,21 @@ Both engines therefore run the same command lines, and a test compares them job 
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from sibnet.imports import PACKAGE, import_closure, module_file
+from sibnet.imports import PACKAGE, import_closure, imports_in_source, is_module, module_file
+from sibnet.registry import Registry
 
 __all__ = [
     "DVC_PLOTS",
     "ENTRY",
+    "EVERY_STAGE",
     "MODELS",
     "PREPARED",
     "RESULTS",
@@ -43,6 +48,7 @@ __all__ = [
     "dvc_yaml",
     "expand",
     "gathered",
+    "register_stage",
     "stage",
 ]
 
@@ -89,15 +95,21 @@ class Stage:
         directories: output names that are folders rather than files.
         metrics: output names that are JSON metrics (shown by ``dvc metrics show``).
         plots: output name → DVC plot properties (``x``, ``y``, ...).
-        gathers: per-method stages whose outputs, for every method × seed, this stage reads
-            through its folder inputs (``RESULTS``, ``MODELS``). Snakemake gets those files as
-            the rule's inputs; DVC gets the folders as dependencies.
+        gathers: stages whose outputs (for every method × seed, where per method) this stage
+            reads through its folder inputs (``RESULTS``, ``MODELS``), or :data:`EVERY_STAGE`.
+            Snakemake gets those files as the rule's inputs; DVC gets the folders as
+            dependencies.
         threads_key: params key holding the thread count (also the rule's ``threads``).
         processes_key: params key holding the number of data-parallel processes of the stage:
             the rule's ``threads`` and ``gpu`` are multiplied by it.
         mem_mb, runtime, gpu: resources requested from a cluster (runtime in minutes; ``gpu``
             per process).
         options: its extra command-line switches.
+        implementation: the module whose function ``<name>`` runs the stage (default
+            ``sibnet.stages.<name>``; a stage registered from outside the package names its own).
+        section: the pydantic class of the stage's own params section ``<name>:``, for a stage
+            registered from outside the package (the shipped stages' sections are fields of
+            :class:`sibnet.config.Params`); ``None``: the stage has no section of its own.
     """
 
     name: str
@@ -116,11 +128,13 @@ class Stage:
     runtime: int = 30
     gpu: int = 0
     options: tuple[Option, ...] = ()
+    implementation: str | None = None
+    section: type | None = None
 
     @property
     def module(self) -> str:
         """The module whose function ``<name>`` runs the stage."""
-        return f"sibnet.stages.{self.name}"
+        return self.implementation or f"{PACKAGE}.stages.{self.name}"
 
     @property
     def code(self) -> tuple[str, ...]:
@@ -129,6 +143,14 @@ class Stage:
         of the command line and the stage module. Both engines take them as dependencies, so
         an edit re-runs exactly the stages that can execute it."""
         return code_files((ENTRY, self.module))
+
+    @property
+    def gathered(self) -> tuple[str, ...]:
+        """The stages whose outputs this stage reads (:attr:`gathers`, with
+        :data:`EVERY_STAGE` resolved to every registered stage that gathers nothing)."""
+        if self.gathers == EVERY_STAGE:
+            return tuple(name for name, spec in STAGES.items() if not spec.gathers)
+        return self.gathers
 
     @property
     def log(self) -> str:
@@ -172,139 +194,185 @@ def _scoring_stage(
     )
 
 
-STAGES: dict[str, Stage] = {
-    s.name: s
-    for s in (
-        Stage(
-            name="prepare",
-            help="build the prepared dataset (images, masks, manifest) from the configured source",
-            inputs={},
-            outputs={"prepared": PREPARED},
-            params=("prepare",),
-            directories=("prepared",),
-            mem_mb=1500,
-            runtime=60,
-            options=(
-                Option(
-                    "--skip-invalid",
-                    "leave rows with problems out and list them in rejects.csv, instead of "
-                    "failing (default: prepare.skip_invalid)",
-                    keyword="skip_invalid",
-                ),
+EVERY_STAGE = ("*",)
+"""``Stage.gathers`` value: the outputs of every registered stage that gathers nothing itself,
+whichever they are (the audit's)."""
+
+STAGES: Registry[Stage] = Registry("sibnet.dag.STAGES", "stage", "sibnet.dag.register_stage")
+"""The registered stages by name, in pipeline order (:func:`register_stage`)."""
+
+_RESERVED_NAMES = ("dvc-yaml",)
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def register_stage(spec: Stage) -> Stage:
+    """Add a stage to :data:`STAGES`: a stage that gathers others' outputs goes last, any other
+    before the first gathering stage (so the report and the audit stay at the end).
+
+    Both engines and the command line are built from :data:`STAGES`, so a registered stage gets
+    its Snakemake rule, its ``dvc.yaml`` stage (``sibnet dvc-yaml``) and its subcommand with no
+    other edit. A stage outside the package is registered by an extension module
+    (:mod:`sibnet.extensions`).
+
+    Raises:
+        RegistryError: the name is taken.
+        ValueError: the name is malformed, a per-method stage's outputs lack
+            ``{method}``/``{seed}``, or ``gathers`` names a stage that is not registered.
+    """
+    if not _NAME.match(spec.name) or spec.name in _RESERVED_NAMES:
+        raise ValueError(
+            f"stage name {spec.name!r}: accepted are lower-case letters, digits and underscores, "
+            f"starting with a letter, not {list(_RESERVED_NAMES)}"
+        )
+    if spec.per_method:
+        loose = [k for k, t in spec.outputs.items() if "{method}" not in t or "{seed}" not in t]
+        if loose:
+            raise ValueError(
+                f"stage {spec.name!r} is per method, but outputs {loose} do not contain both "
+                "{method} and {seed}: the runs would overwrite each other"
+            )
+    if spec.gathers != EVERY_STAGE:
+        wrong = [g for g in spec.gathers if g not in STAGES]
+        if wrong:
+            raise ValueError(
+                f"stage {spec.name!r} gathers {wrong}, which are not registered stages; "
+                f"accepted: {list(STAGES)} (or EVERY_STAGE)"
+            )
+    gathering = next((name for name, s in STAGES.items() if s.gathers), None)
+    return STAGES.register(spec.name, spec, before=None if spec.gathers else gathering)
+
+
+for _spec in (
+    Stage(
+        name="prepare",
+        help="build the prepared dataset (images, masks, manifest) from the configured source",
+        inputs={},
+        outputs={"prepared": PREPARED},
+        params=("prepare",),
+        directories=("prepared",),
+        mem_mb=1500,
+        runtime=60,
+        options=(
+            Option(
+                "--skip-invalid",
+                "leave rows with problems out and list them in rejects.csv, instead of "
+                "failing (default: prepare.skip_invalid)",
+                keyword="skip_invalid",
             ),
         ),
-        Stage(
-            name="train",
-            help="train one method with one seed; keep the best checkpoint by validation AUC",
-            inputs={"prepared": PREPARED},
-            outputs={
-                "checkpoint": f"{MODELS}/{RUN}/classifier.pt",
-                "history": f"{MODELS}/{RUN}/history.csv",
-            },
-            params=("prepare", "train", "methods.{method}"),
-            per_method=True,
-            plots={"history": {"x": "epoch", "y": "val_auc", "title": "validation macro AUC"}},
-            threads_key="train.threads",
-            processes_key="train.processes",
-            mem_mb=3000,
-            runtime=240,
-            gpu=1,
-        ),
-        _scoring_stage(
-            "evaluate",
-            "score a trained classifier on the test split",
-            {
-                "metrics": f"{RESULTS}/{RUN}/metrics.json",
-                "predictions": f"{RESULTS}/{RUN}/predictions.parquet",
-            },
-            metrics=("metrics",),
-        ),
-        _scoring_stage(
-            "robustness",
-            "test macro AUC under Gaussian noise of every configured sigma",
-            {
-                "robustness": f"{RESULTS}/{RUN}/robustness.parquet",
-                "predictions": f"{RESULTS}/{RUN}/robustness_predictions.parquet",
-            },
-        ),
-        _scoring_stage(
-            "saliency",
-            "score Grad-CAM maps against the lesion masks (Dice, HD95, SSIM, pointing game)",
-            {
-                "saliency": f"{RESULTS}/{RUN}/saliency.parquet",
-                "summary": f"{RESULTS}/{RUN}/saliency.json",
-                "examples": f"{RESULTS}/{RUN}/saliency_examples.npz",
-            },
-            metrics=("summary",),
-            also_reads=("evaluate.threshold",),
-        ),
-        Stage(
-            name="segment",
-            help="train and score segmentation decoders on the trained encoder (frozen, "
-            "finetune, scratch)",
-            inputs={"prepared": PREPARED, "checkpoint": f"{MODELS}/{RUN}/classifier.pt"},
-            outputs={
-                "segmenters": f"{MODELS}/{RUN}/segmenters",
-                "segmentation": f"{RESULTS}/{RUN}/segmentation.parquet",
-                "summary": f"{RESULTS}/{RUN}/segmentation.json",
-                "examples": f"{RESULTS}/{RUN}/segmentation_examples.npz",
-            },
-            params=("segment", "methods.{method}", "report.reference"),
-            per_method=True,
-            directories=("segmenters",),
-            metrics=("summary",),
-            threads_key="segment.threads",
-            mem_mb=3000,
-            runtime=120,
-            gpu=1,
-        ),
-        Stage(
-            name="report",
-            help="tables, figures and metrics.json over every method and seed",
-            inputs={"results": RESULTS, "models": MODELS},
-            outputs={
-                "report": "results/report",
-                "metrics": "results/metrics.json",
-                "noise_plot": "results/plots/auc_vs_noise.csv",
-                "saliency_plot": "results/plots/saliency.csv",
-            },
-            params=("report", "pipeline"),
-            directories=("report",),
-            metrics=("metrics",),
-            gathers=("train", "evaluate", "robustness", "saliency", "segment"),
-            mem_mb=2000,
-            runtime=30,
-        ),
-        Stage(
-            name="audit",
-            help="lineage of every artifact (results/audit/lineage.json, .md); --verify: check "
-            "the files against it",
-            inputs={
-                "prepared": PREPARED,
-                "models": MODELS,
-                "results": RESULTS,
-                "report": "results/report",
-                "metrics": "results/metrics.json",
-                "noise_plot": "results/plots/auc_vs_noise.csv",
-                "saliency_plot": "results/plots/saliency.csv",
-            },
-            outputs={"lineage": "results/audit"},
-            params=("prepare.dataset", "pipeline"),
-            directories=("lineage",),
-            gathers=("train", "evaluate", "robustness", "saliency", "segment"),
-            mem_mb=1000,
-            runtime=30,
-            options=(
-                Option(
-                    "--verify",
-                    "re-hash every artifact listed in <lineage>/lineage.json (default lineage: "
-                    "results/audit) and report each that changed or vanished; exit 1 if any did",
-                    runs="verify_command",
-                ),
+    ),
+    Stage(
+        name="train",
+        help="train one method with one seed; keep the best checkpoint by validation AUC",
+        inputs={"prepared": PREPARED},
+        outputs={
+            "checkpoint": f"{MODELS}/{RUN}/classifier.pt",
+            "history": f"{MODELS}/{RUN}/history.csv",
+        },
+        params=("prepare", "train", "methods.{method}"),
+        per_method=True,
+        plots={"history": {"x": "epoch", "y": "val_auc", "title": "validation macro AUC"}},
+        threads_key="train.threads",
+        processes_key="train.processes",
+        mem_mb=3000,
+        runtime=240,
+        gpu=1,
+    ),
+    _scoring_stage(
+        "evaluate",
+        "score a trained classifier on the test split",
+        {
+            "metrics": f"{RESULTS}/{RUN}/metrics.json",
+            "predictions": f"{RESULTS}/{RUN}/predictions.parquet",
+        },
+        metrics=("metrics",),
+    ),
+    _scoring_stage(
+        "robustness",
+        "test macro AUC under Gaussian noise of every configured sigma",
+        {
+            "robustness": f"{RESULTS}/{RUN}/robustness.parquet",
+            "predictions": f"{RESULTS}/{RUN}/robustness_predictions.parquet",
+        },
+    ),
+    _scoring_stage(
+        "saliency",
+        "score Grad-CAM maps against the lesion masks (Dice, HD95, SSIM, pointing game)",
+        {
+            "saliency": f"{RESULTS}/{RUN}/saliency.parquet",
+            "summary": f"{RESULTS}/{RUN}/saliency.json",
+            "examples": f"{RESULTS}/{RUN}/saliency_examples.npz",
+        },
+        metrics=("summary",),
+        also_reads=("evaluate.threshold",),
+    ),
+    Stage(
+        name="segment",
+        help="train and score segmentation decoders on the trained encoder (frozen, "
+        "finetune, scratch)",
+        inputs={"prepared": PREPARED, "checkpoint": f"{MODELS}/{RUN}/classifier.pt"},
+        outputs={
+            "segmenters": f"{MODELS}/{RUN}/segmenters",
+            "segmentation": f"{RESULTS}/{RUN}/segmentation.parquet",
+            "summary": f"{RESULTS}/{RUN}/segmentation.json",
+            "examples": f"{RESULTS}/{RUN}/segmentation_examples.npz",
+        },
+        params=("segment", "methods.{method}"),
+        per_method=True,
+        directories=("segmenters",),
+        metrics=("summary",),
+        threads_key="segment.threads",
+        mem_mb=3000,
+        runtime=120,
+        gpu=1,
+    ),
+    Stage(
+        name="report",
+        help="tables, figures and metrics.json over every method and seed",
+        inputs={"results": RESULTS, "models": MODELS},
+        outputs={
+            "report": "results/report",
+            "metrics": "results/metrics.json",
+            "noise_plot": "results/plots/auc_vs_noise.csv",
+            "saliency_plot": "results/plots/saliency.csv",
+        },
+        params=("report", "pipeline"),
+        directories=("report",),
+        metrics=("metrics",),
+        gathers=("train", "evaluate", "robustness", "saliency", "segment"),
+        mem_mb=2000,
+        runtime=30,
+    ),
+    Stage(
+        name="audit",
+        help="lineage of every artifact (results/audit/lineage.json, .md); --verify: check "
+        "the files against it",
+        inputs={
+            "prepared": PREPARED,
+            "models": MODELS,
+            "results": RESULTS,
+            "report": "results/report",
+            "metrics": "results/metrics.json",
+            "noise_plot": "results/plots/auc_vs_noise.csv",
+            "saliency_plot": "results/plots/saliency.csv",
+        },
+        outputs={"lineage": "results/audit"},
+        params=("prepare.dataset", "pipeline"),
+        directories=("lineage",),
+        gathers=EVERY_STAGE,
+        mem_mb=1000,
+        runtime=30,
+        options=(
+            Option(
+                "--verify",
+                "re-hash every artifact listed in <lineage>/lineage.json (default lineage: "
+                "results/audit) and report each that changed or vanished; exit 1 if any did",
+                runs="verify_command",
             ),
         ),
-    )
-}
+    ),
+):
+    register_stage(_spec)
 
 DVC_PLOTS: list[dict[str, Any]] = [
     {
@@ -341,19 +409,43 @@ def gathered(spec: Stage, root_template: str, output: str, method: str, seed: in
     return expand(template.removeprefix(root_template + "/"), method=method, seed=str(seed))
 
 
+def _external_file(name: str) -> Path:
+    """The source file of module ``name``, outside the package (an extension's stage module)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        raise KeyError(f"stage module {name} has no Python source file to depend on")
+    return Path(spec.origin).resolve()
+
+
 def code_files(roots: tuple[str, ...]) -> tuple[str, ...]:
-    """Repository paths (``src/sibnet/...py``) of the import closure of modules ``roots``."""
+    """Repository paths (``src/sibnet/...py``) of the import closure of modules ``roots``.
+
+    A root outside the package (an extension's stage module) adds its own file (relative to
+    the working directory where it lies under it, else absolute) and the closure of the package
+    modules it imports.
+    """
     package = module_file(PACKAGE).parent
+    inside = [name for name in roots if name.split(".")[0] == PACKAGE]
+    outside: list[str] = []
+    for name in roots:
+        if name.split(".")[0] == PACKAGE:
+            continue
+        path = _external_file(name)
+        found = imports_in_source(path.read_text(encoding="utf-8"), name, filename=str(path))
+        inside += [n for n in sorted(found) if n.split(".")[0] == PACKAGE and is_module(n)]
+        outside.append(
+            path.relative_to(Path.cwd()).as_posix()
+            if path.is_relative_to(Path.cwd())
+            else str(path)
+        )
     return tuple(
         f"{SOURCE}/{PACKAGE}/{module_file(name).relative_to(package).as_posix()}"
-        for name in import_closure(roots)
-    )
+        for name in import_closure(inside)
+    ) + tuple(outside)
 
 
 def stage(name: str) -> Stage:
-    """The stage called ``name``; a ``KeyError`` lists the stages."""
-    if name not in STAGES:
-        raise KeyError(f"unknown stage {name!r}; stages: {list(STAGES)}")
+    """The stage called ``name``; a :class:`~sibnet.registry.RegistryError` lists the stages."""
     return STAGES[name]
 
 

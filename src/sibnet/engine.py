@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Literal, TypeVar, cast
 
 import numpy as np
 import torch
@@ -24,24 +24,26 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampl
 from tqdm import tqdm
 
 from sibnet.config import ParamsError
+from sibnet.data.tensors import Batch
 from sibnet.distributed import Rank, ShardedBatchSampler, all_reduce_sum
 from sibnet.reproducibility import seeded_generator, worker_init_fn
 
 __all__ = [
-    "MaskedBCEWithLogits",
-    "OneHotCrossEntropy",
     "Precision",
     "autocast",
+    "batch_to_device",
     "make_loader",
     "predict",
     "probabilities",
     "resolve_device",
-    "task_loss",
     "to_device",
     "train_epoch",
 ]
 
 Precision = Literal["fp32", "bf16"]
+
+BatchT = TypeVar("BatchT", bound=Mapping[str, torch.Tensor])
+"""A batch mapping of tensors with an ``image`` key."""
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,24 @@ def to_device(
     return images
 
 
+def batch_to_device(
+    batch: BatchT, device: torch.device | None, channels_last: bool = False
+) -> BatchT:
+    """Move every tensor of a batch mapping (:class:`~sibnet.data.tensors.Batch` or another) to
+    ``device`` (non-blocking from pinned memory); ``image`` goes through :func:`to_device`
+    (``channels_last`` applies to it alone). With ``device=None`` and ``channels_last=False``
+    the tensors are returned as they are."""
+    moved = {
+        key: to_device(value, device, channels_last)
+        if key == "image"
+        else value.to(device, non_blocking=True)
+        if device is not None
+        else value
+        for key, value in batch.items()
+    }
+    return cast(BatchT, moved)
+
+
 def make_loader(
     dataset: Dataset,
     *,
@@ -138,65 +158,6 @@ def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
     return logits.softmax(dim=1) if task == "multiclass" else logits.sigmoid()
 
 
-class OneHotCrossEntropy(nn.Module):
-    """Softmax cross-entropy on ``(B, C)`` logits and ``(B, C)`` one-hot targets.
-
-    Raises:
-        ValueError: in ``forward``, if the targets contain unknown labels (-1).
-    """
-
-    def __init__(self, weight: torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.loss = nn.CrossEntropyLoss(weight=weight)
-
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if bool((targets < 0).any()):
-            raise ValueError("unknown (-1) labels are only supported in multilabel tasks")
-        return self.loss(logits, targets.argmax(dim=1))
-
-
-class MaskedBCEWithLogits(nn.BCEWithLogitsLoss):
-    """Binary cross-entropy with logits that ignores unknown labels (-1).
-
-    ``forward(logits, targets)`` takes ``(B, C)`` logits and ``(B, C)`` float targets in
-    ``{0, 1, -1}``; -1 marks an unknown label (see :mod:`sibnet.data.prepared`). The loss is the
-    elementwise BCE (``pos_weight`` as in :class:`torch.nn.BCEWithLogitsLoss`) summed over the
-    known entries and divided by their number (at least 1), a scalar. Unknown entries contribute
-    nothing, and their logits get exactly zero gradient. With 0/1 targets this is the usual
-    mean over all entries.
-    """
-
-    def __init__(self, pos_weight: torch.Tensor | None = None) -> None:
-        super().__init__(pos_weight=pos_weight)
-
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        known = targets >= 0
-        elementwise = nn.functional.binary_cross_entropy_with_logits(
-            logits,
-            torch.where(known, targets, torch.zeros_like(targets)),
-            pos_weight=self.pos_weight,
-            reduction="none",
-        )
-        return (elementwise * known.to(elementwise.dtype)).sum() / known.sum().clamp(min=1)
-
-
-def task_loss(task: str, class_weights: torch.Tensor | None = None) -> nn.Module:
-    """The task's loss on ``(B, C)`` logits and ``(B, C)`` float targets, a scalar.
-
-    Multi-class: softmax cross-entropy on one-hot 0/1 targets (``class_weights`` ``(C,)``
-    weight each class); targets containing -1 raise ``ValueError``.
-    Multi-label: binary cross-entropy per label (``class_weights`` ``(C,)`` act as
-    ``pos_weight``), averaged over the known entries: unknown labels (-1), see
-    :mod:`sibnet.data.prepared`, are masked out of the loss (:class:`MaskedBCEWithLogits`).
-    With 0/1 targets it equals :class:`torch.nn.BCEWithLogitsLoss` (mean over all entries).
-    """
-    if task == "multiclass":
-        return OneHotCrossEntropy(class_weights)
-    if task == "multilabel":
-        return MaskedBCEWithLogits(pos_weight=class_weights)
-    raise ValueError(f"task must be 'multiclass' or 'multilabel', got {task!r}")
-
-
 def _progress(loader: DataLoader, description: str) -> tqdm:
     # disable=None: a bar on a terminal, silence in logs and CI.
     return tqdm(loader, desc=description, leave=False, disable=None, file=sys.stderr)
@@ -205,7 +166,7 @@ def _progress(loader: DataLoader, description: str) -> tqdm:
 def train_epoch(
     model: nn.Module,
     loader: DataLoader,
-    objective: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    objective: Callable[[nn.Module, BatchT], tuple[torch.Tensor, dict[str, torch.Tensor]]],
     optimizer: torch.optim.Optimizer,
     *,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
@@ -214,15 +175,18 @@ def train_epoch(
     precision: Precision = "fp32",
     channels_last: bool = False,
 ) -> dict[str, float]:
-    """One pass over ``loader`` minimising ``objective(model, images, targets)``.
+    """One pass over ``loader`` minimising ``objective(model, batch)``.
 
     ``scheduler``, if given, steps after every batch. A loader over a
     :class:`~sibnet.distributed.ShardedBatchSampler` (data-parallel training, ``model`` wrapped
     in DistributedDataParallel) scales each process's loss so the averaged gradient is the
-    global batch's, and the returned means are over every process's images. Batches
-    ``(B, C_in, H, W)`` images and ``(B, C)`` targets go to ``device`` (the model and objective
-    must be there already); with ``precision="bf16"`` the objective (forward pass and loss)
-    runs under autocast, the backward pass and optimiser step outside it.
+    global batch's, and the returned means are over every process's images. The loader yields
+    mappings of tensors with an ``image`` ``(B, C_in, H, W)`` (a
+    :class:`~sibnet.data.tensors.Batch`: ``target`` ``(B, C)`` and the optional keys; the
+    segmentation stage's :class:`~sibnet.data.tensors.OrganMaskBatch`); every tensor goes to
+    ``device`` (the model and objective must be there already) and the whole mapping to the
+    objective. With ``precision="bf16"`` the objective (forward pass and loss) runs under
+    autocast, the backward pass and optimiser step outside it.
 
     Returns:
         Mean per image of the loss (``"loss"``) and of each term the objective reports.
@@ -231,13 +195,12 @@ def train_epoch(
     shard = loader.batch_sampler if isinstance(loader.batch_sampler, ShardedBatchSampler) else None
     totals: dict[str, torch.Tensor] = {}
     count = 0
-    for step, (images, targets) in enumerate(_progress(loader, description)):
-        images = to_device(images, device, channels_last)
-        if device is not None:
-            targets = targets.to(device, non_blocking=True)
+    for step, batch in enumerate(_progress(loader, description)):
+        batch = batch_to_device(batch, device, channels_last)
+        images = batch["image"]
         optimizer.zero_grad(set_to_none=True)
         with autocast(images.device, precision):
-            loss, terms = objective(model, images, targets)
+            loss, terms = objective(model, batch)
         (loss if shard is None else loss * shard.loss_factor(step)).backward()
         optimizer.step()
         if scheduler is not None:
@@ -269,8 +232,9 @@ def predict(
     precision: Precision = "fp32",
     channels_last: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Run ``model`` in eval mode over ``loader`` (on ``device``, in ``precision``; see
-    :func:`train_epoch`; the loss and probabilities are computed in float32).
+    """Run ``model`` in eval mode over ``loader``'s :class:`~sibnet.data.tensors.Batch` es
+    (``image`` and ``target`` are used; on ``device``, in ``precision``; see :func:`train_epoch`;
+    the loss and probabilities are computed in float32).
 
     Returns:
         ``(probabilities, targets, loss)``: ``(N, C)`` float32 probabilities, ``(N, C)`` int8
@@ -278,8 +242,9 @@ def predict(
     """
     model.eval()
     probs, labels, total = [], [], 0.0
-    for images, targets in _progress(loader, description):
-        images = to_device(images, device, channels_last)
+    batch: Batch
+    for batch in _progress(loader, description):
+        images, targets = to_device(batch["image"], device, channels_last), batch["target"]
         with autocast(images.device, precision):
             logits = model(images)
         logits = logits.float()

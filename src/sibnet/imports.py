@@ -31,6 +31,7 @@ __all__ = [
     "import_closure",
     "imports_in_source",
     "imports_of",
+    "is_module",
     "module_file",
 ]
 
@@ -65,7 +66,8 @@ def module_file(name: str) -> Path:
     raise KeyError(f"no module {name} in {_ROOT}")
 
 
-def _is_module(name: str) -> bool:
+def is_module(name: str) -> bool:
+    """Whether ``name`` is a module of the package."""
     try:
         module_file(name)
     except KeyError:
@@ -143,7 +145,7 @@ def imports_of(module: str) -> frozenset[str]:
     found = imports_in_source(
         text, module, is_package=path.name == "__init__.py", filename=str(path)
     )
-    return frozenset(n for n in found if n.split(".")[0] == PACKAGE and _is_module(n))
+    return frozenset(n for n in found if n.split(".")[0] == PACKAGE and is_module(n))
 
 
 def _with_packages(name: str) -> list[str]:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sibnet.config import CHEXPERT_OBSERVATIONS
-from sibnet.data.phantom import make_phantom
+from sibnet.data.phantom_images import make_phantom
+from sibnet.data.sources.chexpert import CHEXPERT_OBSERVATIONS
 from tests.data.image_files import write_jpeg, write_mask_png
 
 FINDING_TO_OBSERVATION = {

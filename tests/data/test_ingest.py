@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -11,8 +12,8 @@ import pytest
 import sibnet.data.ingest as ingest_module
 from sibnet.config import validate_params
 from sibnet.data.adapters.folder import plan_folder
-from sibnet.data.decode import ImageSettings
 from sibnet.data.ingest import ingest, work_folder
+from sibnet.data.plan import ImageSettings
 from sibnet.data.problems import DataError
 from tests.data.image_files import corrupt, radiograph, write_png
 
@@ -56,9 +57,10 @@ def _hashes(root: Path) -> dict[str, str]:
     }
 
 
-def _run(root: Path, out: Path, **kwargs):
-    options = {"settings": SETTINGS, "shard_size": 4, "workers": 1, "skip_invalid": False}
-    return ingest(_plan(root), out, **(options | kwargs))
+def _run(root: Path, out: Path, *, settings: ImageSettings = SETTINGS, **kwargs):
+    options = {"shard_size": 4, "workers": 1, "skip_invalid": False}
+    plan = dataclasses.replace(_plan(root), settings=settings)
+    return ingest(plan, out, **(options | kwargs))
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None) -> list[int]:

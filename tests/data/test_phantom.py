@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation
 
-from sibnet.data.phantom import FINDINGS, ORGANS, Phantom, make_phantom, phantom_labels
+from sibnet.data.phantom_images import FINDINGS, ORGANS, Phantom, make_phantom, phantom_labels
 
 SIZE = 48
 MODES = ("multiclass", "multilabel")

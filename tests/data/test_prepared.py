@@ -62,7 +62,9 @@ def test_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(dataset.labels, data["labels"])
     assert list(dataset.manifest["id"]) == [f"img{i}" for i in range(10)]
     assert dataset.manifest["content_hash"].is_unique
-    image, target = PreparedImages(dataset, "train")[0]
+    item = PreparedImages(dataset, "train")[0]
+    assert list(item) == ["image", "target"]
+    image, target = item["image"], item["target"]
     assert image.shape == (1, 6, 10) and image.dtype == torch.float32
     assert target.shape == (3,) and float(target.sum()) == 1.0
 

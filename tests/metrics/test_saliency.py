@@ -128,7 +128,7 @@ def test_pointing_game_shares_ties_and_energy_counts_mass() -> None:
 
 
 def test_body_mask_keeps_the_dark_lungs_inside() -> None:
-    from sibnet.data.phantom import make_phantom
+    from sibnet.data.phantom_images import make_phantom
     from sibnet.metrics.saliency import body_mask
 
     phantom = make_phantom(3, 64, 0)

@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 
 from sibnet.config import Params
-from sibnet.data.prepared import PreparedDataset
-from sibnet.stages import prepare as prepare_module
+from sibnet.data.prepared import PreparedDataset, PreparedWriter
 from sibnet.stages.prepare import prepare
 from tests.conftest import untracked
 
@@ -27,11 +26,11 @@ def test_failed_prepare_keeps_the_previous_output(
     prepare(params, prepared=out)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
-    def broken_adapter(section, root: Path) -> None:
-        (root / "manifest.parquet").write_bytes(b"partial")
+    def broken_close(writer: PreparedWriter) -> None:
+        (writer.root / "manifest.parquet").write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(prepare_module, "write_phantom", broken_adapter)
+    monkeypatch.setattr(PreparedWriter, "close", broken_close)
     with pytest.raises(OSError, match="disk full"):
         prepare(params, prepared=out)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -17,7 +17,10 @@ from sibnet.files import write_json, write_npz
 from sibnet.metrics.classification import macro_auc
 from sibnet.metrics.comparison import COMPARISON_COLUMNS
 from sibnet.predictions import predictions_frame
-from sibnet.stages.report import REPORT_FILES, ReportError, _compare, report
+from sibnet.report.common import compare
+from sibnet.report.section import ReportFile, Section, SectionOutput
+from sibnet.report.sections import SECTIONS
+from sibnet.stages.report import REPORT_FILES, ReportError, report
 from sibnet.stages.saliency import NOTHING_TO_SCORE, SALIENCY_COLUMNS
 from sibnet.stages.segment import (
     SEGMENTATION_COLUMNS,
@@ -39,6 +42,7 @@ def _params(methods: list[str], seeds: list[int]) -> Params:
             "methods": {m: {"objective": "cross_entropy"} for m in methods},
             "pipeline": {"methods": methods, "seeds": seeds},
             "report": {"reference": methods[0], "bootstrap": 200},
+            "segment": {"reference": methods[0]},
             "robustness": {"sigmas": SIGMAS},
             "tracking": {"enabled": False},
         }
@@ -263,7 +267,8 @@ def reported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path, di
 
 def test_a_missing_run_output_is_named_with_the_stage_that_writes_it(reported) -> None:
     _, root, _ = reported
-    with pytest.raises(ReportError, match=r"plain/seed5/predictions\.parquet: missing.*evaluate"):
+    # The first section (validation AUC) reads the training histories.
+    with pytest.raises(ReportError, match=r"plain/seed5/history\.csv: missing.*sibnet train"):
         _report(_params(["plain", "better"], [0, 5]), root)
 
 
@@ -363,7 +368,7 @@ def test_validation_auc_table_is_the_selection_score_of_each_run(reported) -> No
 
 
 def test_validation_auc_table_takes_the_kept_epoch_of_each_seed() -> None:
-    from sibnet.stages.report import validation_auc_table
+    from sibnet.report.sections.validation import validation_auc_table
 
     frames = [
         pd.DataFrame({"epoch": [1, 2, 3], "val_auc": [0.5, 0.9, 0.8]}),
@@ -447,7 +452,7 @@ def test_cli_reports_a_missing_run_output_and_exits_2(
         argv += [f"--{option}", str(tmp_path / path)]
     assert main(argv) == 2
     error = capsys.readouterr().err
-    assert "plain/seed0/predictions.parquet: missing" in error and "sibnet evaluate" in error
+    assert "plain/seed0/history.csv: missing" in error and "sibnet train" in error
     assert not (tmp_path / "results/report").exists()
 
 
@@ -579,7 +584,7 @@ def test_empty_rows_without_a_skip_reason_are_refused(tmp_path: Path) -> None:
 
 def test_comparison_of_no_rows_is_an_empty_table() -> None:
     rows = pd.DataFrame(columns=["method", "seed", "id", "class", "dice"])
-    table = _compare(
+    table = compare(
         rows,
         ["dice"],
         keys=("id", "class"),
@@ -588,3 +593,131 @@ def test_comparison_of_no_rows_is_an_empty_table() -> None:
         mode="frozen",
     )
     assert table.empty and table.columns.tolist() == [*COMPARISON_COLUMNS, "mode", "score"]
+
+
+TOY_SECTION = '''
+"""A report section outside the package, registering itself on import."""
+
+import pandas as pd
+
+from sibnet.report.section import ReportFile, Section, SectionOutput
+from sibnet.report.sections import SECTIONS
+
+
+def build(context):
+    """Each method's number of seeds, from the clean test predictions."""
+    test = context.test_predictions()
+    runs = [len(p) for p in test.probs.values()]
+    table = pd.DataFrame({"method": list(test.probs), "runs": runs})
+    return SectionOutput(
+        markdown="## Toy section\\n\\nSeeds per method: " + ", ".join(map(str, table["runs"])),
+        tables={"toy.csv": table},
+        metrics={"toy": {"methods": len(table)}},
+    )
+
+
+SECTION = SECTIONS.add(
+    Section(
+        name="toy",
+        subcategory="Toy",
+        files=(ReportFile("toy.csv", "Toy table", "**Toy** ``{reference}``."),),
+        build=build,
+        metrics_caption="``toy``",
+    )
+)
+'''
+
+
+@pytest.fixture
+def toy_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The toy section of :data:`TOY_SECTION`, imported from a module in ``tmp_path``; the
+    registry, ``sys.path`` and ``sys.modules`` are restored afterwards."""
+    import importlib
+    import sys
+
+    folder = tmp_path / "toy_module"
+    folder.mkdir()
+    (folder / "sibnet_toy_section.py").write_text(TOY_SECTION, encoding="utf-8")
+    monkeypatch.setattr(SECTIONS, "_entries", dict(SECTIONS._entries))
+    monkeypatch.syspath_prepend(str(folder))
+    try:
+        yield importlib.import_module("sibnet_toy_section").SECTION
+    finally:
+        sys.modules.pop("sibnet_toy_section", None)
+
+
+def test_a_registered_section_is_in_the_report(reported, toy_section, tmp_path: Path) -> None:
+    params, root, full = reported
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    shutil.rmtree(copy / "results/report")
+    metrics = _report(params, copy)
+    summary = (copy / "results/report/summary.md").read_text()
+    assert "## Toy section\n\nSeeds per method: 2, 2\n\n## Figures" in summary
+    toy = pd.read_csv(copy / "results/report/toy.csv")
+    assert toy.to_dict("list") == {"method": ["plain", "better"], "runs": [2, 2]}
+    assert metrics["toy"] == {"methods": 2}
+    assert {k: v for k, v in metrics.items() if k != "toy"} == full
+    from sibnet.report.summary import snakemake_results
+
+    results = snakemake_results(params, SECTIONS)
+    assert results["toy"] == {
+        "subcategory": "Toy",
+        "title": "Toy table",
+        "caption": "**Toy** ``plain``.",
+    }
+    assert "``toy``" in results["metrics.json"]["caption"]
+
+
+def test_the_toy_section_is_gone_after_its_test() -> None:
+    assert SECTIONS.names() == [
+        "validation",
+        "clean_auc",
+        "noise",
+        "saliency",
+        "training",
+        "segmentation",
+    ]
+
+
+def test_a_section_module_left_unregistered_fails_naming_the_registry(
+    reported, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(
+        SECTIONS, "_entries", {k: s for k, s in SECTIONS.items() if k != "training"}
+    )
+    message = (
+        r"sibnet\.report\.sections\.training registers no section in "
+        r"sibnet\.report\.sections\.SECTIONS"
+    )
+    with pytest.raises(ReportError, match=message):
+        SECTIONS.check()
+    params, root, _ = reported
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    shutil.rmtree(copy / "results/report")
+    with pytest.raises(ReportError, match=message):
+        _report(params, copy)
+    assert not (copy / "results/report").exists()
+
+
+def test_a_section_cannot_take_a_registered_name_or_file() -> None:
+    def build(context):
+        return SectionOutput()
+
+    for section in (
+        Section("noise", "Other", (), build),
+        Section("other", "Other", (ReportFile("clean_auc.png", "New", ""),), build),
+    ):
+        with pytest.raises(ReportError, match=r"sibnet\.report\.sections\.SECTIONS: "):
+            SECTIONS.add(section)
+    assert len(SECTIONS) == 6
+
+
+def test_a_section_writing_an_undeclared_file_is_refused() -> None:
+    def build(context):
+        return SectionOutput(tables={"extra.csv": pd.DataFrame()})
+
+    section = Section("toy", "Toy", (ReportFile("toy.csv", "Toy", ""),), build)
+    with pytest.raises(ReportError, match=r"'toy' .* writes 'extra\.csv'.*\['toy\.csv'\]"):
+        section.check_output(build(None))

@@ -22,7 +22,7 @@ def test_images(prepared_tiny: Path) -> PreparedImages:
 
 
 def _stack(images: NoisyImages | PreparedImages) -> np.ndarray:
-    return np.stack([images[i][0].numpy() for i in range(len(images))])
+    return np.stack([images[i]["image"].numpy() for i in range(len(images))])
 
 
 @pytest.mark.parametrize("sigma", [0.005, 0.05, 0.1])

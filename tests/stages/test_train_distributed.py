@@ -43,8 +43,8 @@ from sibnet.data.tensors import PreparedImages
 from sibnet.distributed import Rank, ShardedBatchSampler, process_group
 from sibnet.engine import make_loader, train_epoch
 from sibnet.launch import launch_command
+from sibnet.losses import build_objective
 from sibnet.models.classifier import build_classifier, load_checkpoint
-from sibnet.objectives import build_objective
 from sibnet.reproducibility import seed_everything
 from tests.conftest import count_train_epochs, train_into, untracked, with_changes
 

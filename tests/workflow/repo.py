@@ -10,6 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_PARAMS = ROOT / "tests" / "workflow" / "params.yaml"
+RUNS = [("baseline", 0), ("baseline", 1), ("sibnet", 0), ("sibnet", 1)]
+"""The method × seed runs of :data:`TINY_PARAMS`."""
 
 
 def run(
@@ -90,8 +92,36 @@ def init_repository(destination: Path) -> Path:
     return destination
 
 
-def dry_run_rules(copy: Path) -> set[str]:
-    """The rules ``snakemake -n`` would run in ``copy`` (``all`` included)."""
-    result = run(["snakemake", "-n", "--cores", "all"], copy, env=clean_env())
+def dry_run_rules(copy: Path, env: dict[str, str] | None = None) -> set[str]:
+    """The rules ``snakemake -n`` would run in ``copy`` (``all`` included), in ``env``
+    (default: :func:`clean_env`)."""
+    result = run(
+        ["snakemake", "-n", "--cores", "all"], copy, env=clean_env() if env is None else env
+    )
     lines = (result.stdout + result.stderr).splitlines()
     return {line.split()[1].rstrip(":") for line in lines if line.startswith("rule ")}
+
+
+def pipeline_outputs(root: Path) -> list[Path]:
+    """Every output file of a finished tiny run in ``root`` (:data:`TINY_PARAMS`), sorted by
+    stage: the prepared dataset's index, each run's models and results, the report."""
+    files = [root / "data/prepared/tiny/manifest.parquet", root / "data/prepared/tiny/dataset.json"]
+    for method, seed in RUNS:
+        files += [
+            root / f"models/tiny/{method}/seed{seed}/classifier.pt",
+            root / f"models/tiny/{method}/seed{seed}/history.csv",
+            root / f"results/tiny/{method}/seed{seed}/metrics.json",
+            root / f"results/tiny/{method}/seed{seed}/predictions.parquet",
+            root / f"results/tiny/{method}/seed{seed}/robustness.parquet",
+            root / f"results/tiny/{method}/seed{seed}/robustness_predictions.parquet",
+            root / f"results/tiny/{method}/seed{seed}/saliency.parquet",
+            root / f"results/tiny/{method}/seed{seed}/saliency.json",
+            root / f"results/tiny/{method}/seed{seed}/saliency_examples.npz",
+            root / f"results/tiny/{method}/seed{seed}/segmentation.parquet",
+            root / f"results/tiny/{method}/seed{seed}/segmentation.json",
+            root / f"results/tiny/{method}/seed{seed}/segmentation_examples.npz",
+            *sorted((root / f"models/tiny/{method}/seed{seed}/segmenters").glob("*.pt")),
+        ]
+    files += [root / "results/metrics.json", *(root / "results/plots").glob("*.csv")]
+    files += sorted(p for p in (root / "results/report").iterdir() if not p.name.startswith("."))
+    return files

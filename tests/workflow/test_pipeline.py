@@ -9,38 +9,13 @@ from pathlib import Path
 import pytest
 
 from sibnet.stages.report import REPORT_FILES
-from tests.workflow.repo import clean_env, dry_run_rules, run
+from tests.workflow.repo import RUNS, clean_env, dry_run_rules, pipeline_outputs, run
 
 pytestmark = pytest.mark.slow
 
-RUNS = [("baseline", 0), ("baseline", 1), ("sibnet", 0), ("sibnet", 1)]
-
-
-def _outputs(root: Path) -> list[Path]:
-    files = [root / "data/prepared/tiny/manifest.parquet", root / "data/prepared/tiny/dataset.json"]
-    for method, seed in RUNS:
-        files += [
-            root / f"models/tiny/{method}/seed{seed}/classifier.pt",
-            root / f"models/tiny/{method}/seed{seed}/history.csv",
-            root / f"results/tiny/{method}/seed{seed}/metrics.json",
-            root / f"results/tiny/{method}/seed{seed}/predictions.parquet",
-            root / f"results/tiny/{method}/seed{seed}/robustness.parquet",
-            root / f"results/tiny/{method}/seed{seed}/robustness_predictions.parquet",
-            root / f"results/tiny/{method}/seed{seed}/saliency.parquet",
-            root / f"results/tiny/{method}/seed{seed}/saliency.json",
-            root / f"results/tiny/{method}/seed{seed}/saliency_examples.npz",
-            root / f"results/tiny/{method}/seed{seed}/segmentation.parquet",
-            root / f"results/tiny/{method}/seed{seed}/segmentation.json",
-            root / f"results/tiny/{method}/seed{seed}/segmentation_examples.npz",
-            *sorted((root / f"models/tiny/{method}/seed{seed}/segmenters").glob("*.pt")),
-        ]
-    files += [root / "results/metrics.json", *(root / "results/plots").glob("*.csv")]
-    files += sorted(p for p in (root / "results/report").iterdir() if not p.name.startswith("."))
-    return files
-
 
 def test_snakemake_builds_every_output(snakemake_run: Path) -> None:
-    for path in _outputs(snakemake_run):
+    for path in pipeline_outputs(snakemake_run):
         assert path.is_file(), path
     for method, seed in RUNS:
         log = snakemake_run / f"logs/train/tiny/{method}/seed{seed}.log"
@@ -101,7 +76,7 @@ def test_a_robustness_change_reruns_robustness_the_report_and_the_audit_only(
 
 
 def test_dvc_repro_builds_every_output_and_locks_each_stage(dvc_run: Path) -> None:
-    for path in _outputs(dvc_run):
+    for path in pipeline_outputs(dvc_run):
         assert path.is_file(), path
     lock = (dvc_run / "dvc.lock").read_text()
     for stage in ("prepare:", "train@baseline-0:", "train@baseline-1:", "evaluate@baseline-1:"):
@@ -131,7 +106,7 @@ def test_dvc_plots_show_renders_the_report_data(dvc_run: Path) -> None:
 
 
 def test_both_engines_give_identical_bytes(snakemake_run: Path, dvc_run: Path) -> None:
-    for path in _outputs(snakemake_run):
+    for path in pipeline_outputs(snakemake_run):
         twin = dvc_run / path.relative_to(snakemake_run)
         assert path.read_bytes() == twin.read_bytes(), path.relative_to(snakemake_run)
 

@@ -10,6 +10,9 @@ from sibnet.config import ParamsError, load_params, lookup
 from sibnet import dag
 from sibnet.dag import MODELS, RESULTS, STAGES, command, stage
 from sibnet.invocation import ENV_ENGINE, ENV_ID, invocation_id
+from sibnet.extensions import load_extensions
+
+load_extensions()  # stages of installed extensions get their rules (sibnet.extensions)
 
 
 if workflow.config_settings.overwrite_config:
@@ -67,7 +70,7 @@ def stage_inputs(name):
             for k, t in spec.inputs.items()
             if t not in (RESULTS, MODELS)  # the gathered folders: their files are listed instead
         }
-        gathered = [path for g in spec.gathers for path in run_outputs(g)]
+        gathered = list(dict.fromkeys(path for g in spec.gathered for path in run_outputs(g)))
         return {"gathered": gathered, **direct, "code": list(spec.code)}
     return {
         **{k: (lambda w, t=t: _fill(t, w)) for k, t in spec.inputs.items()},
@@ -130,7 +133,7 @@ def stage_command(name):
 
 
 def run_outputs(name):
-    """Every output of a per-method stage over pipeline.methods × pipeline.seeds."""
+    """Every output of a stage, over pipeline.methods × pipeline.seeds where it is per method."""
     spec = stage(name)
     return [
         dag.expand(t, dataset=DATASET, method=m, seed=str(s))

@@ -1,22 +1,21 @@
-# The report stage's key figures and tables, marked for Snakemake's HTML report
-# (`snakemake --report report.html`, captions in workflow/report/). The marks only annotate the
-# output paths of stage_outputs("report"): the paths, and so the command, stay those of dvc.yaml.
+# The report stage's files, marked for Snakemake's HTML report (`snakemake --report report.html`).
+# The marks only annotate the output paths of stage_outputs("report"): the paths, and so the
+# command, stay those of dvc.yaml. Every file's subcategory, title and caption come from the
+# report's sections (sibnet.report.sections.SECTIONS, with summary.md and metrics.json from
+# sibnet.report.summary); the caption files in workflow/report/ only look them up.
+from sibnet.report.sections import SECTIONS
+from sibnet.report.summary import METRICS_FILE, snakemake_results
 
-# results/report/<stem>.<ext> → (subcategory of the report's "Results" category, title shown in
-# the report). The stems are unique, so the patterns' {name} wildcard is enough to tell the files
-# apart; workflow/report/report_folder.rst holds each one's caption.
-REPORT_RESULTS = {
-    "summary": ("Summary", "All tables and figures (Markdown)"),
-    "clean_auc": ("Classification", "Clean test macro AUC (table)"),
-    "auc_under_noise": ("Classification", "Macro AUC under Gaussian noise (table)"),
-    "auc_vs_noise": ("Classification", "Macro AUC against noise σ (figure)"),
-    "training_curves": ("Training", "Training loss and validation AUC (figure)"),
-    "saliency": ("Saliency", "Saliency agreement with the lesion masks (table)"),
-    "saliency_distributions": ("Saliency", "Saliency score distributions (figure)"),
-    "saliency_overlay": ("Saliency", "Grad-CAM overlays (figure)"),
-    "segmentation": ("Segmentation transfer", "Segmentation from the encoders (table)"),
-    "segmentation_overlay": ("Segmentation transfer", "Segmentation overlays (figure)"),
-}
+# results/report/<stem>.<ext> and metrics.json → subcategory, title and caption (rendered with
+# this run's params). The stems are unique, so the patterns' {name} wildcard tells the files apart.
+REPORT_RESULTS = snakemake_results(PARAMS, SECTIONS)
+# The caption templates (report_folder.rst, metrics.rst) see the workflow's config only, so the
+# captions reach them there, under a key that is no params section.
+config["_sibnet_report"] = {"captions": {k: v["caption"] for k, v in REPORT_RESULTS.items()}}
+
+
+def _report_result(wildcards):
+    return REPORT_RESULTS.get(wildcards.name, {"subcategory": "Other", "title": wildcards.name})
 
 
 # The report stage's outputs, with the report() marks of `snakemake --report`. Figures may be
@@ -27,17 +26,15 @@ REPORT_OUTPUTS["report"] = report(
     patterns=["{name}.png", "{name}.csv", "{name}.md"],
     caption="../report/report_folder.rst",
     category="Results",
-    subcategory=lambda wildcards: REPORT_RESULTS.get(wildcards.name, ("Other",))[0],
-    labels=lambda wildcards: {
-        "result": REPORT_RESULTS.get(wildcards.name, ("Other", wildcards.name))[1]
-    },
+    subcategory=lambda wildcards: _report_result(wildcards)["subcategory"],
+    labels=lambda wildcards: {"result": _report_result(wildcards)["title"]},
 )
 REPORT_OUTPUTS["metrics"] = report(
     REPORT_OUTPUTS["metrics"],
     caption="../report/metrics.rst",
     category="Results",
-    subcategory="Summary",
-    labels={"result": "Headline numbers (JSON)"},
+    subcategory=REPORT_RESULTS[METRICS_FILE]["subcategory"],
+    labels={"result": REPORT_RESULTS[METRICS_FILE]["title"]},
 )
 
 RULE_OUTPUTS = {"report": REPORT_OUTPUTS}

@@ -1,4 +1,4 @@
-"""One planned image and how to decode it: the part of ingestion that runs in worker processes.
+"""Decoding one planned image file: the part of ingestion that runs in worker processes.
 
 Kept apart from :mod:`sibnet.data.ingest` so that a worker imports only numpy, Pillow and
 pydicom (:mod:`sibnet.data.images`), not torch or pandas: workers start fast and stay small.
@@ -6,55 +6,16 @@ pydicom (:mod:`sibnet.data.images`), not torch or pandas: workers start fast and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sibnet.data.images import ImageError, fit_image, fit_mask, read_image, read_mask, to_uint8
+from sibnet.data.plan import ImageSettings, Record
 from sibnet.data.problems import Problem
 
 __all__ = ["ImageSettings", "Record", "decode_record"]
-
-
-@dataclass(frozen=True)
-class Record:
-    """One planned image.
-
-    Attributes:
-        table: the label table the row came from (for problem reports), e.g. ``train.csv``.
-        row: 1-based data row in ``table``.
-        id: unique image id (kept in the manifest).
-        split: ``train``, ``val`` or ``test``.
-        patient_id: the patient (splits never divide one).
-        labels: one value per class: 1, 0 or -1 (unknown).
-        source: the image path relative to the data root, POSIX form (kept in the manifest).
-        path: the image file to read (absolute; not kept in any output).
-        lesion_masks: one mask file per class (``None``: that class's mask is empty), or
-            ``None`` when the image has no lesion annotation.
-        organ_masks: one mask file per organ, or ``None`` when not annotated.
-    """
-
-    table: str
-    row: int
-    id: str
-    split: str
-    patient_id: str
-    labels: tuple[int, ...]
-    source: str
-    path: str
-    lesion_masks: tuple[str | None, ...] | None = None
-    organ_masks: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
-class ImageSettings:
-    """How every image is brought to the prepared size (see :mod:`sibnet.data.images`)."""
-
-    size: tuple[int, int]
-    resize: str
-    intensity: str = "dtype"
 
 
 def decode_record(task: tuple[Record, ImageSettings]) -> dict[str, Any]:

@@ -1,9 +1,21 @@
-"""Decode a planned list of image files into the prepared layout: parallel, bounded, resumable.
+"""Write a :class:`~sibnet.data.plan.Plan` as a prepared dataset: the one way every source is
+prepared.
 
-File-based adapters (CheXpert, folder) read their label tables into a :class:`Plan`: one
-:class:`Record` per image (id, split, patient, labels, the image file and its mask files) and
-the :class:`~sibnet.data.problems.Problem` s found on the way. :func:`ingest` then turns the plan
-into a prepared dataset (:mod:`sibnet.data.prepared`):
+:func:`ingest` takes the plan an adapter made (:mod:`sibnet.data.adapters`) and writes the
+prepared dataset (:mod:`sibnet.data.prepared`) through
+:class:`~sibnet.data.prepared.PreparedWriter`. Problems of the plan are handled the same for
+every source: fatal ones (which no skipping solves) stop it before anything is read; row
+problems stop it too unless ``skip_invalid``, which leaves those rows out and lists them in
+``rejects.csv`` inside the dataset.
+
+**Array plans** (``plan.batches``: the phantom, MedMNIST) stream their in-memory images batch
+by batch into the writer, which writes a shard each time ``shard_size`` rows have come: memory
+holds one batch and one shard. Row problems are all known from the plan, so a plan with any
+(and not ``skip_invalid``) stops before an image is produced.
+
+**File plans** (``plan.records``: CheXpert, folder) list one
+:class:`~sibnet.data.plan.Record` per image (id, split, patient, labels, the image file and
+its mask files), decoded here:
 
 - **Parallel.** Images are decoded, hashed and resized (:mod:`sibnet.data.images`) by
   ``workers`` processes; results come back in plan order, so the output does not depend on the
@@ -12,8 +24,9 @@ into a prepared dataset (:mod:`sibnet.data.prepared`):
   time is decoded and written as a shard, so memory holds one shard (``shard_size`` × H × W
   bytes plus masks), whatever the dataset's size.
 - **Resumable.** Each finished chunk is kept in a work folder beside the output
-  (``.<dataset>.partial/``) with a key: the SHA-256 of its records, of the size and
-  modification time of every file it reads, and of the image settings. A rerun after an
+  (``.<dataset>.partial/``), as a one-shard prepared dataset of its own, with a key: the
+  SHA-256 of its records, of the size and modification time of every file it reads, and of the
+  image settings. A rerun after an
   interruption (or after fixing bad files) reuses every chunk whose key still matches and
   decodes only the rest. The work folder is removed once the dataset is complete.
 - **Problems together.** An unreadable, truncated or corrupt image, a missing file, or a mask
@@ -30,6 +43,8 @@ into a prepared dataset (:mod:`sibnet.data.prepared`):
 
 Shards are numbered in plan order; a chunk that lost every row to problems is dropped and the
 shards after it renumbered, so the output is the same as if those rows had never been planned.
+The finished chunks' shards are hard-linked into the output (:meth:`PreparedWriter.append
+<sibnet.data.prepared.PreparedWriter.append>`), not rewritten.
 """
 
 from __future__ import annotations
@@ -41,7 +56,7 @@ import multiprocessing
 import os
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -49,40 +64,18 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from sibnet.data.decode import ImageSettings, Record, decode_record
-from sibnet.data.prepared import FORMAT, PreparedDataset, store_shard, write_index
+from sibnet.data.decode import decode_record
+from sibnet.data.plan import ImageSettings, Plan, Record
+from sibnet.data.prepared import FORMAT, PreparedDataset, PreparedWriter
 from sibnet.data.problems import DataError, Problem, order_problems, write_rejects
 from sibnet.data.splits import SPLITS
 from sibnet.files import atomic_dir, write_json
 
-__all__ = ["Plan", "ingest", "work_folder"]
+__all__ = ["ingest", "work_folder"]
 
 log = logging.getLogger(__name__)
 
-_WORK_FORMAT = "sibnet-ingest/1"
-
-
-@dataclass
-class Plan:
-    """What an adapter found: the dataset's description, its records and its problems.
-
-    ``lesion_masks`` says whether the dataset stores per-class lesion masks at all (a source
-    configured with lesion masks); organ masks are stored when ``organs`` is not empty.
-    ``source`` is the ``dataset.json`` description of where the data came from (its ``tables``,
-    or ``table``, name the label tables in reading order, which orders the problems).
-    ``problems`` are those of single rows (skippable); ``fatal`` those that leaving rows out
-    cannot solve (a split that would be empty), reported with them but never skipped.
-    """
-
-    name: str
-    task: str
-    classes: list[str]
-    organs: list[str]
-    records: list[Record]
-    problems: list[Problem] = field(default_factory=list)
-    fatal: list[Problem] = field(default_factory=list)
-    lesion_masks: bool = False
-    source: dict[str, Any] = field(default_factory=dict)
+_WORK_FORMAT = "sibnet-ingest/2"
 
 
 def work_folder(output: Path) -> Path:
@@ -130,6 +123,20 @@ class _Decoder:
             self.pool.join()
 
 
+def _writer(root: Path, plan: Plan, size: tuple[int, int], shard_size: int, **kw: Any):
+    return PreparedWriter(
+        root=root,
+        name=plan.name,
+        task=plan.task,
+        classes=plan.classes,
+        organs=plan.organs,
+        image_size=size,
+        shard_size=shard_size,
+        lesion_masks=plan.lesion_masks,
+        **kw,
+    )
+
+
 def _decode_chunk(
     work: Path,
     index: int,
@@ -139,63 +146,31 @@ def _decode_chunk(
     decoder: _Decoder,
     progress: tqdm,
 ) -> dict[str, Any]:
-    """Decode one chunk into ``work`` as shard ``index``; return its record (also saved)."""
-    kept: list[tuple[Record, dict[str, Any]]] = []
+    """Decode one chunk into ``work`` as the one-shard dataset ``chunk-<index>``; return its
+    entry (also saved): its problems and how many rows it kept."""
     problems: list[Problem] = []
+    part = _writer(work / f"chunk-{index:05d}", plan, settings.size, max(1, len(records)))
+    kept = 0
     for record, result in zip(records, decoder.map(records, settings), strict=True):
         progress.update(1)
         if "problem" in result:
             problems.append(result["problem"])
-        else:
-            kept.append((record, result))
-    entry: dict[str, Any] = {
-        "problems": [asdict(p) for p in problems],
-        "shard": None,
-    }
+            continue
+        kept += 1
+        part.add(
+            images=result["image"][None, None],
+            labels=np.array([record.labels], dtype=np.int8),
+            ids=[record.id],
+            splits=[record.split],
+            patient_ids=[record.patient_id],
+            sources=[record.source],
+            source_sha256=[result["source_sha256"]],
+            lesion_masks=None if result["lesion_masks"] is None else result["lesion_masks"][None],
+            organ_masks=None if result["organ_masks"] is None else result["organ_masks"][None],
+        )
     if kept:
-        height, width = settings.size
-
-        def stack(key: str, channels: int) -> np.ndarray:
-            return np.stack(
-                [
-                    np.zeros((channels, height, width), bool) if r[key] is None else r[key]
-                    for _, r in kept
-                ]
-            )
-
-        shard, hashes = store_shard(
-            work,
-            index,
-            np.stack([r["image"] for _, r in kept])[:, None],
-            stack("lesion_masks", len(plan.classes)) if plan.lesion_masks else None,
-            stack("organ_masks", len(plan.organs)) if plan.organs else None,
-        )
-        frame = pd.DataFrame(
-            {
-                "id": [r.id for r, _ in kept],
-                "split": [r.split for r, _ in kept],
-                "patient_id": [r.patient_id for r, _ in kept],
-                "labels": [list(r.labels) for r, _ in kept],
-                "row": np.arange(len(kept), dtype=np.int32),
-                "has_lesion_masks": [r.lesion_masks is not None for r, _ in kept],
-                "has_organ_masks": [r.organ_masks is not None for r, _ in kept],
-                "source": [r.source for r, _ in kept],
-                "source_sha256": [res["source_sha256"] for _, res in kept],
-                "content_hash": hashes,
-            }
-        )
-        frame.to_parquet(work / f"chunk-{index:05d}.parquet", index=False)
-        entry["shard"] = shard
-    return entry
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Hard-link ``source`` to ``target`` (copy across file systems); the work copy stays until
-    the dataset is complete, so a failure while finishing loses no decoded shard."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
+        part.close()
+    return {"problems": [asdict(p) for p in problems], "rows": kept}
 
 
 def _chunks(records: Sequence[Record], size: int) -> list[Sequence[Record]]:
@@ -217,7 +192,6 @@ def ingest(
     plan: Plan,
     output: Path,
     *,
-    settings: ImageSettings,
     shard_size: int,
     workers: int,
     skip_invalid: bool,
@@ -226,14 +200,14 @@ def ingest(
     """Write the prepared dataset ``output`` from ``plan`` (see the module docstring).
 
     Args:
-        plan: the adapter's records and problems.
+        plan: the adapter's rows (records or batches), problems and description.
         output: the prepared dataset folder; replaced atomically, only on success.
-        settings: target size, aspect handling and intensity scaling.
-        shard_size: records per chunk (and shard).
-        workers: decoding processes (1: in this process).
+        shard_size: rows per shard (and, for file plans, per decoded chunk).
+        workers: decoding processes for file plans (1: in this process).
         skip_invalid: leave rows with problems out (listed in ``rejects.csv``) instead of
             failing.
-        work: the resumable work folder; default :func:`work_folder` of ``output``.
+        work: the resumable work folder of a file plan; default :func:`work_folder` of
+            ``output``.
 
     Returns:
         The manifest written.
@@ -242,7 +216,49 @@ def ingest(
         DataError: the plan or the files have problems (and not ``skip_invalid``), or a split
             is left empty. Nothing is written to ``output``.
     """
-    output = Path(output)
+    if plan.batches is not None:
+        return _write_arrays(plan, Path(output), shard_size=shard_size, skip_invalid=skip_invalid)
+    return _ingest_files(
+        plan,
+        Path(output),
+        shard_size=shard_size,
+        workers=workers,
+        skip_invalid=skip_invalid,
+        work=work,
+    )
+
+
+def _write_arrays(plan: Plan, output: Path, *, shard_size: int, skip_invalid: bool) -> pd.DataFrame:
+    """Stream an array plan's batches into ``output`` (its problems are all known already)."""
+    assert plan.batches is not None and plan.image_size is not None
+    problems = list(plan.problems)
+    if plan.fatal:
+        raise DataError(problems + plan.fatal, skippable=False)
+    if problems and not skip_invalid:
+        raise DataError(problems)
+    with atomic_dir(output) as tmp:
+        writer = _writer(tmp, plan, plan.image_size, shard_size, source=plan.source)
+        for batch in plan.batches():
+            writer.add(**batch)
+        manifest = writer.close()
+        if problems:
+            write_rejects(tmp / "rejects.csv", problems)
+        PreparedDataset.open(tmp, verify=True)
+    return manifest
+
+
+def _ingest_files(
+    plan: Plan,
+    output: Path,
+    *,
+    shard_size: int,
+    workers: int,
+    skip_invalid: bool,
+    work: Path | None,
+) -> pd.DataFrame:
+    """Decode a file plan's records into ``output``, resumably (see the module docstring)."""
+    settings = plan.settings
+    assert settings is not None
     work = work_folder(output) if work is None else Path(work)
     table = plan.source.get("table", plan.name)
     tables = plan.source.get("tables", [table])
@@ -281,6 +297,7 @@ def ingest(
                         resumed += 1
                         continue
                     done.unlink()
+                shutil.rmtree(work / f"chunk-{index:05d}", ignore_errors=True)
                 if decoder is None:
                     decoder = _Decoder(workers)
                 entry = _decode_chunk(work, index, records, plan, settings, decoder, progress)
@@ -291,7 +308,7 @@ def ingest(
                     "shard %d/%d: %d images, %d problem(s)",
                     index + 1,
                     len(chunks),
-                    entry["shard"]["rows"] if entry["shard"] else 0,
+                    entry["rows"],
                     len(entry["problems"]),
                 )
     finally:
@@ -303,48 +320,36 @@ def ingest(
     problems = order_problems(
         problems + [Problem(**p) for e in entries for p in e["problems"]], tables
     )
-    frames = [
-        pd.read_parquet(work / f"chunk-{i:05d}.parquet").assign(chunk=i)
-        for i, e in enumerate(entries)
-        if e["shard"] is not None
-    ]
     if problems and not skip_invalid:
         report = work / "problems.csv"
         write_rejects(report, problems)
         raise DataError(problems, report=report)
-    manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    empty = _empty_splits(
-        manifest["split"].tolist() if len(manifest) else [], table, left_out=bool(problems)
-    )
+    parts = [work / f"chunk-{i:05d}" for i, e in enumerate(entries) if e["rows"]]
+    present = {
+        split
+        for part in parts
+        for split, count in json.loads((part / "dataset.json").read_text("utf-8"))[
+            "split_counts"
+        ].items()
+        if count
+    }
+    empty = _empty_splits(sorted(present), table, left_out=bool(problems))
     if empty:
         raise DataError(order_problems(problems + empty, tables), skippable=False)
 
     with atomic_dir(output) as tmp:
-        shards = []
-        numbers = {chunk: n for n, chunk in enumerate(sorted(set(manifest["chunk"])))}
-        for chunk, number in numbers.items():
-            shard = dict(entries[chunk]["shard"])
-            for kind in ("images", "lesion_masks", "organ_masks"):
-                if kind in shard:
-                    relative = f"{kind}/shard-{number:05d}.npy"
-                    (tmp / kind).mkdir(exist_ok=True)
-                    _link_or_copy(work / shard[kind]["path"], tmp / relative)
-                    shard[kind] = {"path": relative, "sha256": shard[kind]["sha256"]}
-            shards.append(shard)
-        manifest["shard"] = manifest["chunk"].map(numbers)
-        if problems:
-            write_rejects(tmp / "rejects.csv", problems)
-        manifest = write_index(
+        writer = _writer(
             tmp,
-            manifest.drop(columns="chunk"),
-            shards,
-            name=plan.name,
-            task=plan.task,
-            classes=plan.classes,
-            organs=plan.organs,
-            image_size=settings.size,
+            plan,
+            settings.size,
+            shard_size,
             source={**plan.source, **asdict(settings), "rejected_rows": len(problems)},
         )
+        for part in parts:
+            writer.append(part)
+        if problems:
+            write_rejects(tmp / "rejects.csv", problems)
+        manifest = writer.close()
         PreparedDataset.open(tmp, verify=True)
     shutil.rmtree(work, ignore_errors=True)
     return manifest

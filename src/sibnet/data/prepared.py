@@ -24,6 +24,8 @@ the file and row at fault otherwise.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +47,6 @@ __all__ = [
     "PreparedDataset",
     "PreparedError",
     "PreparedWriter",
-    "store_shard",
-    "write_index",
 ]
 
 FORMAT = "sibnet-prepared/2"
@@ -71,7 +71,7 @@ class PreparedError(ValueError, SibnetError):
     """A prepared dataset is missing, incomplete or inconsistent; the message names the file."""
 
 
-def store_shard(
+def _store_shard(
     root: Path,
     index: int,
     images: np.ndarray,
@@ -116,7 +116,7 @@ def store_shard(
     return shard, hashes
 
 
-def write_index(
+def _write_index(
     root: Path,
     manifest: pd.DataFrame,
     shards: list[dict[str, Any]],
@@ -141,6 +141,9 @@ def write_index(
     ].reset_index(drop=True)
     manifest["shard"] = manifest["shard"].astype(np.int32)
     manifest["row"] = manifest["row"].astype(np.int32)
+    # plain lists of ints, however the rows came (a part's manifest reads back int8 arrays), so
+    # that the parquet file's pandas metadata is the same whichever way a dataset was written
+    manifest["labels"] = [np.asarray(v).tolist() for v in manifest["labels"]]
     table = pa.Table.from_pandas(manifest, preserve_index=False)
     table = table.set_column(
         table.schema.get_field_index("labels"),
@@ -173,13 +176,15 @@ def write_index(
 
 @dataclass
 class PreparedWriter:
-    """Write a prepared dataset shard by shard (bounded memory), then its manifest.
+    """Write a prepared dataset shard by shard (bounded memory), then its manifest: the one way
+    a prepared dataset is written.
 
-    Call :meth:`add` with consecutive batches, then :meth:`close`. The writer writes into
-    ``root`` directly: callers wrap it in :func:`sibnet.files.atomic_dir`. ``lesion_masks``
-    says whether the dataset stores per-class lesion masks; organ masks are stored when
-    ``organs`` is not empty. A batch without masks of a kind the dataset stores gets empty
-    masks and ``has_*_masks`` false.
+    Call :meth:`add` with consecutive batches (full shards of ``shard_size`` rows are written
+    as they fill) and/or :meth:`append` with finished prepared datasets whose shards are taken
+    over whole, then :meth:`close`. The writer writes into ``root`` directly: callers wrap it in
+    :func:`sibnet.files.atomic_dir`. ``lesion_masks`` says whether the dataset stores per-class
+    lesion masks; organ masks are stored when ``organs`` is not empty. A batch without masks of
+    a kind the dataset stores gets empty masks and ``has_*_masks`` false.
     """
 
     root: Path
@@ -286,7 +291,7 @@ class PreparedWriter:
             for key in self._pending[0]["columns"]
         }
         index = len(self._shards)
-        shard, hashes = store_shard(
+        shard, hashes = _store_shard(
             self.root, index, *(None if a is None else a[:n] for a in merged.values())
         )
         self._shards.append(shard)
@@ -302,13 +307,49 @@ class PreparedWriter:
             rest["columns"] = {key: values[n:] for key, values in columns.items()}
             self._pending = [rest]
 
+    def append(self, part: Path) -> None:
+        """Take over the shards and manifest rows of the prepared dataset ``part`` (same
+        classes, organs, masks and image size), after those written so far.
+
+        The shard files are hard-linked (copied across file systems), not rewritten: their
+        recorded hashes and the rows' content hashes stay valid. ``part`` is left as it was.
+        """
+        if self._pending_rows:
+            raise ValueError("append() after add(): end the added rows' shard first")
+        part = Path(part)
+        meta = json.loads((part / "dataset.json").read_text(encoding="utf-8"))
+        mine = {
+            "task": self.task,
+            "classes": list(self.classes),
+            "organs": list(self.organs),
+            "image_size": list(self.image_size),
+        }
+        theirs = {key: meta[key] for key in mine}
+        if theirs != mine:
+            raise ValueError(f"{part}: {theirs} differs from this dataset's {mine}")
+        frame = pq.read_table(part / "manifest.parquet").to_pandas()
+        numbers = {}
+        for old, shard in enumerate(meta["shards"]):
+            number = len(self._shards)
+            numbers[old] = number
+            entry: dict[str, Any] = {"rows": shard["rows"]}
+            for key in _ARRAYS:
+                if key in shard:
+                    relative = f"{key}/shard-{number:05d}.npy"
+                    (self.root / key).mkdir(parents=True, exist_ok=True)
+                    _link_or_copy(part / shard[key]["path"], self.root / relative)
+                    entry[key] = {"path": relative, "sha256": shard[key]["sha256"]}
+            self._shards.append(entry)
+        frame["shard"] = frame["shard"].map(numbers)
+        self._rows.append(frame)
+
     def close(self) -> pd.DataFrame:
         """Write the last shard, ``manifest.parquet`` and ``dataset.json``; return the manifest."""
         if self._pending_rows:
             self._flush(self._pending_rows)
         if not self._rows:
             raise ValueError("no images were added")
-        return write_index(
+        return _write_index(
             self.root,
             pd.concat(self._rows, ignore_index=True),
             self._shards,
@@ -319,6 +360,14 @@ class PreparedWriter:
             image_size=self.image_size,
             source=self.source,
         )
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link ``source`` to ``target`` (copy across file systems)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 class PreparedDataset:

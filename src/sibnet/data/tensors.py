@@ -1,24 +1,59 @@
 """PyTorch views of a prepared dataset (:mod:`sibnet.data.prepared`) for a ``DataLoader``:
 images with labels for classification, images with organ masks for segmentation. Kept apart
-from the format itself, which needs no PyTorch (``sibnet prepare`` never imports it)."""
+from the format itself, which needs no PyTorch (``sibnet prepare`` never imports it).
+
+Items are mappings of tensors (:class:`Batch`, :class:`OrganMaskBatch`); a ``DataLoader``'s
+default collation stacks each key, so a batch is the same mapping with a batch dimension first.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NotRequired, TypedDict
 
 import numpy as np
 import torch
 
 from sibnet.data.prepared import PreparedDataset, PreparedError
 
-__all__ = ["PreparedImages", "PreparedOrganMasks"]
+__all__ = ["Batch", "OrganMaskBatch", "PreparedImages", "PreparedOrganMasks"]
+
+
+class Batch(TypedDict):
+    """A classification batch, as training objectives and :func:`sibnet.engine.predict` take it.
+
+    Keys (an item of :class:`PreparedImages` has the same without the batch dimension ``B``):
+
+    * ``image``: ``(B, C_in, H, W)`` float32 in [0, 1];
+    * ``target``: ``(B, C)`` float32, 0/1 (one-hot in multi-class tasks), -1 an unknown label;
+    * ``lesion_masks`` (optional): ``(B, C, H, W)`` float32 0/1, each class's lesion mask;
+    * ``labeled`` (optional): ``(B,)`` bool, false for an image whose targets are not labels.
+
+    :func:`sibnet.engine.train_epoch` moves every tensor of it to the device and passes it whole
+    to the objective, so an objective that needs an optional key needs no engine change, only a
+    view that yields it.
+    """
+
+    image: torch.Tensor
+    target: torch.Tensor
+    lesion_masks: NotRequired[torch.Tensor]
+    labeled: NotRequired[torch.Tensor]
+
+
+class OrganMaskBatch(TypedDict):
+    """A segmentation batch: ``image`` ``(B, 1, H, W)`` float32 in [0, 1], ``organ_masks``
+    ``(B, K, H, W)`` float32 0/1 (an item of :class:`PreparedOrganMasks`: without ``B``)."""
+
+    image: torch.Tensor
+    organ_masks: torch.Tensor
 
 
 class PreparedImages(torch.utils.data.Dataset):
     """Images and labels of one split, as tensors, for a ``DataLoader``.
 
-    Items are ``(image, target)``: ``image`` ``(1, H, W)`` float32 in [0, 1]; ``target`` ``(C,)``
-    float32 0/1 (one-hot in multi-class tasks).
+    Items are :class:`Batch` mappings without the batch dimension: ``image`` ``(1, H, W)``
+    float32 in [0, 1]; ``target`` ``(C,)`` float32 0/1 (one-hot in multi-class tasks), -1 an
+    unknown label.
     """
 
     def __init__(self, dataset: PreparedDataset, split: str) -> None:
@@ -30,18 +65,19 @@ class PreparedImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> Batch:
         row = self.rows[index : index + 1]
         image = torch.from_numpy(self.dataset.images(row)[0])
         target = torch.from_numpy(self.dataset.labels[row[0]].astype(np.float32))
-        return image, target
+        return {"image": image, "target": target}
 
 
 class PreparedOrganMasks(torch.utils.data.Dataset):
     """Images and organ masks of given manifest rows, as tensors, for segmentation.
 
-    Items are ``(image, masks)``: ``image`` ``(1, H, W)`` float32 in [0, 1]; ``masks``
-    ``(K, H, W)`` float32 0/1, the organs ``organs`` (names from ``dataset.organs``) in order.
+    Items are :class:`OrganMaskBatch` mappings without the batch dimension: ``image``
+    ``(1, H, W)`` float32 in [0, 1]; ``organ_masks`` ``(K, H, W)`` float32 0/1, the organs
+    ``organs`` (names from ``dataset.organs``) in order.
     """
 
     def __init__(self, dataset: PreparedDataset, rows: np.ndarray, organs: Sequence[str]) -> None:
@@ -57,8 +93,8 @@ class PreparedOrganMasks(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> OrganMaskBatch:
         row = self.rows[index : index + 1]
         image = torch.from_numpy(self.dataset.images(row)[0])
         masks = self.dataset.organ_masks(row)[0][self.channels].astype(np.float32)
-        return image, torch.from_numpy(masks)
+        return {"image": image, "organ_masks": torch.from_numpy(masks)}

@@ -37,7 +37,8 @@ __all__ = [
 def average_ranks(values: np.ndarray) -> np.ndarray:
     """1-based ranks along the last axis, tied values sharing the mean of their ranks
     (``scipy.stats.rankdata(values, axis=-1)``, bit for bit; NaN anywhere in a row makes the
-    row's ranks NaN, as there). NumPy only: SciPy's statistics module costs 0.4 s to import.
+    row's ranks NaN, as there). NumPy only, so that the stages that score need not import
+    SciPy's statistics module (its cost: ``benchmarks/README.md``, start-up).
 
     Args:
         values: ``(..., N)``.

@@ -1,76 +1,35 @@
 """``sibnet prepare``: a raw source → ``data/prepared/<dataset>/``.
 
-See :mod:`sibnet.data.prepared` for the layout. Sources (``prepare.source``):
-
-- ``phantom``: the built-in generator (:mod:`sibnet.data.adapters.phantom`).
-- ``chexpert`` and ``folder``: label tables + image files, planned by their adapter
-  (:mod:`sibnet.data.adapters.chexpert`, :mod:`sibnet.data.adapters.folder`) and decoded in
-  parallel, resumably, shard by shard (:mod:`sibnet.data.ingest`).
-- ``medmnist``: one ``.npz`` file, streamed (:mod:`sibnet.data.adapters.medmnist`).
+See :mod:`sibnet.data.prepared` for the layout. ``prepare.source`` names a source of the
+registry (:data:`sibnet.data.sources.SOURCES`; the built-in ones: ``phantom``, ``chexpert``,
+``medmnist``, ``folder``, whose adapters :mod:`sibnet.data.adapters` registers); every source
+goes the same way: its adapter's ``check``, its ``plan``, then :func:`sibnet.data.ingest.ingest`.
 
 Problems in the raw data are collected and reported together, in row order
 (:mod:`sibnet.data.problems`); the stage fails before writing anything unless ``skip_invalid``
 (``--skip-invalid``), which leaves those rows out and lists them in ``rejects.csv`` inside the
-prepared dataset. Before that, and before the MLflow run is opened, the source's check
-(:data:`CHECKS`) makes sure that the folders, files and columns the params name exist: one
-that does not is a configuration error (:class:`~sibnet.config.ParamsError` naming the key),
-so a misconfigured run leaves no failed MLflow run behind.
+prepared dataset. Before that, and before the MLflow run is opened, the adapter's ``check``
+makes sure that the folders, files and columns the params name exist: one that does not is a
+configuration error (:class:`~sibnet.config.ParamsError` naming the key), so a misconfigured
+run leaves no failed MLflow run behind. A source with params but no registered adapter is a
+:class:`~sibnet.data.sources.SourceError` naming the registry, raised then too.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
-from sibnet.config import Params, PrepareParams
-from sibnet.data.adapters.chexpert import check_chexpert, plan_chexpert
-from sibnet.data.adapters.folder import check_folder, plan_folder
-from sibnet.data.adapters.medmnist import check_medmnist, write_medmnist
-from sibnet.data.adapters.phantom import write_phantom
-from sibnet.data.decode import ImageSettings
-from sibnet.data.ingest import Plan, ingest
+import sibnet.data.adapters  # noqa: F401  (registers the built-in sources' adapters)
+from sibnet.config import Params
+from sibnet.data.ingest import ingest
 from sibnet.data.prepared import PreparedDataset
-from sibnet.files import atomic_dir
+from sibnet.data.sources import SOURCES
 from sibnet.tracking import start_run
 
-__all__ = ["CHECKS", "PLANNERS", "prepare"]
-
-PLANNERS: dict[str, Callable[[PrepareParams], Plan]] = {
-    "chexpert": plan_chexpert,
-    "folder": plan_folder,
-}
-"""File-based sources: ``prepare.source`` → the adapter that plans their images."""
-
-CHECKS: dict[str, Callable[[PrepareParams], None]] = {
-    "chexpert": check_chexpert,
-    "folder": check_folder,
-    "medmnist": check_medmnist,
-}
-"""``prepare.source`` → the check that what its params name exists (raises ``ParamsError``)."""
+__all__ = ["prepare"]
 
 log = logging.getLogger(__name__)
-
-
-def _write(section: PrepareParams, prepared: Path, skip_invalid: bool) -> None:
-    """Write the prepared dataset of ``section.source`` to ``prepared``, atomically."""
-    if section.source in PLANNERS:
-        intensity = section.folder.intensity if section.source == "folder" else "dtype"
-        ingest(
-            PLANNERS[section.source](section),
-            prepared,
-            settings=ImageSettings((section.size, section.size), section.resize, intensity),
-            shard_size=section.shard_size,
-            workers=section.workers,
-            skip_invalid=skip_invalid,
-        )
-        return
-    with atomic_dir(prepared) as tmp:
-        if section.source == "medmnist":
-            write_medmnist(section, tmp, skip_invalid=skip_invalid)
-        else:
-            write_phantom(section, tmp)
-        PreparedDataset.open(tmp, verify=True)
 
 
 def prepare(params: Params, *, prepared: Path, skip_invalid: bool | None = None) -> PreparedDataset:
@@ -85,17 +44,24 @@ def prepare(params: Params, *, prepared: Path, skip_invalid: bool | None = None)
         skip_invalid: leave rows with problems out (``None``: ``prepare.skip_invalid``).
 
     Raises:
+        SourceError: the source has no registered adapter (before the MLflow run is opened).
         ParamsError: a folder, file or column the params name is not there (checked before
             the MLflow run is opened).
         DataError: the raw data has problems (and not ``skip_invalid``).
     """
     section = params.prepare
     skip = section.skip_invalid if skip_invalid is None else skip_invalid
-    if section.source in CHECKS:
-        CHECKS[section.source](section)
+    adapter = SOURCES.adapter(section.source)
+    adapter.check(section)
     with start_run(params, stage="prepare") as tracker:
         tracker.log_params({"prepare": section.model_dump(mode="json"), "skip_invalid": skip})
-        _write(section, Path(prepared), skip)
+        ingest(
+            adapter.plan(section),
+            Path(prepared),
+            shard_size=section.shard_size,
+            workers=section.workers,
+            skip_invalid=skip,
+        )
         dataset = PreparedDataset.open(prepared, verify=False)
         rejected = int(dataset.meta["source"].get("rejected_rows", 0))
         log.info(

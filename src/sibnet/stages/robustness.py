@@ -29,7 +29,7 @@ import torch
 
 from sibnet.config import Params
 from sibnet.data.prepared import PreparedDataset
-from sibnet.data.tensors import PreparedImages
+from sibnet.data.tensors import Batch, PreparedImages
 from sibnet.engine import make_loader
 from sibnet.files import atomic_file
 from sibnet.predictions import predictions_frame
@@ -80,7 +80,8 @@ def noise_generator(noise_seed: int, sigma: float) -> np.random.Generator:
 
 
 class NoisyImages(torch.utils.data.Dataset):
-    """A split's ``(image, target)`` items with ``N(0, σ²)`` noise added, optionally clipped.
+    """A split's :class:`~sibnet.data.tensors.Batch` items with ``N(0, σ²)`` noise added to
+    the ``image``, optionally clipped.
 
     The noise of every image is drawn up front in item order from :func:`noise_generator`
     (``(N, 1, H, W)`` float32), so it does not depend on batch size or worker count.
@@ -97,13 +98,14 @@ class NoisyImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, target = self.images[index]
+    def __getitem__(self, index: int) -> Batch:
+        item = self.images[index]
+        image = item["image"]
         if self.noise is not None:
             image = image + torch.from_numpy(self.noise[index])
             if self.clip:
                 image = image.clamp(0.0, 1.0)
-        return image, target
+        return {**item, "image": image}
 
     def injected(self) -> tuple[float, float]:
         """``(mean, std)`` of what was actually added (after clipping), over all pixels.

@@ -2,8 +2,8 @@
 
 For one method × seed, a U-Net-style decoder (:class:`~sibnet.models.segmenter.Segmenter`) is
 trained on the organ masks named in ``segment.structures`` (the phantom's lung fields by
-default), once per mode of ``segment.modes`` (and, for the reference method ``report.reference``,
-of ``segment.reference_modes`` too; see :func:`~sibnet.config.segment_modes`):
+default), once per mode of ``segment.modes`` (and, for the method ``segment.reference``, of
+``segment.reference_modes`` too; see :func:`~sibnet.config.segment_modes`):
 
 - ``frozen`` — the classifier's encoder exactly as trained (weights and normalisation
   statistics fixed, no backward pass through it); only the decoder learns. The paper's recipe:
@@ -42,7 +42,7 @@ from torch import nn
 
 from sibnet.config import Params, ParamsError, segment_modes
 from sibnet.data.prepared import PreparedDataset, PreparedError
-from sibnet.data.tensors import PreparedOrganMasks
+from sibnet.data.tensors import OrganMaskBatch, PreparedOrganMasks
 from sibnet.engine import make_loader, resolve_device, to_device, train_epoch
 from sibnet.files import atomic_dir, atomic_file, sha256_file, write_json, write_npz
 from sibnet.metrics.bootstrap import summarise
@@ -117,7 +117,9 @@ def _predict(
     must be on ``device``."""
     model.eval()
     loader = make_loader(images, batch_size=batch_size, shuffle=False, seed=0)
-    return np.concatenate([(model(to_device(x, device)) > 0).cpu().numpy() for x, _ in loader])
+    return np.concatenate(
+        [(model(to_device(batch["image"], device)) > 0).cpu().numpy() for batch in loader]
+    )
 
 
 def _truth(images: PreparedOrganMasks) -> np.ndarray:
@@ -179,8 +181,8 @@ def _train_mode(
     loss_fn = segmentation_loss()
     val_truth = _truth(val_set)
 
-    def objective(net: nn.Module, images: torch.Tensor, masks: torch.Tensor):
-        return loss_fn(net(images), masks), {}
+    def objective(net: nn.Module, batch: OrganMaskBatch):
+        return loss_fn(net(batch["image"]), batch["organ_masks"]), {}
 
     best: dict[str, Any] = {}
     for epoch in range(1, settings.epochs + 1):

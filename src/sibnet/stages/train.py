@@ -45,9 +45,9 @@ from sibnet.distributed import (
 )
 from sibnet.engine import make_loader, predict, resolve_device, train_epoch
 from sibnet.files import atomic_file
+from sibnet.losses import build_objective
 from sibnet.metrics.classification import macro_auc
 from sibnet.models.classifier import build_classifier, params_hash, save_checkpoint
-from sibnet.objectives import build_objective
 from sibnet.reproducibility import configure_torch, get_rng_state, seed_everything, set_rng_state
 from sibnet.tracking import Tracker, start_run
 
@@ -65,7 +65,7 @@ RESUME_FORMAT = "sibnet-train-resume/2"
 
 def history_columns(terms: tuple[str, ...]) -> list[str]:
     """The columns of ``history.csv`` for an objective reporting ``terms``
-    (:attr:`sibnet.objectives.Objective.term_names`): ``epoch``, ``train_loss`` (the minimised
+    (:attr:`sibnet.losses.Objective.term_names`): ``epoch``, ``train_loss`` (the minimised
     total), ``train_<term>`` for each term, ``val_loss`` (the task loss) and ``val_auc``."""
     return ["epoch", "train_loss", *(f"train_{t}" for t in terms), "val_loss", "val_auc"]
 

@@ -1,8 +1,11 @@
 """CheXpert (Irvin et al., AAAI 2019): ``train.csv`` / ``valid.csv`` + JPEG images → a plan.
 
+Its params are :class:`~sibnet.data.sources.chexpert.ChexpertParams` (``prepare.chexpert``).
+
 The label tables have the columns ``Path``, ``Sex``, ``Age``, ``Frontal/Lateral``, ``AP/PA`` and
-the 14 observations (:data:`~sibnet.config.CHEXPERT_OBSERVATIONS`), each ``1.0`` (positive),
-``0.0`` (negative), ``-1.0`` (uncertain) or blank (not mentioned). Decisions:
+the 14 observations (:data:`~sibnet.data.sources.chexpert.CHEXPERT_OBSERVATIONS`), each
+``1.0`` (positive), ``0.0`` (negative), ``-1.0`` (uncertain) or blank (not mentioned).
+Decisions:
 
 - **Classes**: ``prepare.chexpert.classes``, by default the five competition labels
   (Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion). The task is multi-label.
@@ -46,9 +49,10 @@ from sibnet.data.adapters.tables import (
     read_table,
     relative_image_path,
 )
-from sibnet.data.decode import Record
-from sibnet.data.ingest import Plan
+from sibnet.data.plan import ImageSettings, Plan, Record
 from sibnet.data.problems import Problem
+from sibnet.data.sources import Adapter, register_adapter
+from sibnet.data.sources.chexpert import ChexpertParams
 from sibnet.data.splits import SplitError, stratified_split
 
 __all__ = ["check_chexpert", "plan_chexpert"]
@@ -233,6 +237,7 @@ def plan_chexpert(params: PrepareParams) -> Plan:
         problems=problems,
         fatal=fatal,
         lesion_masks=masks is not None,
+        settings=ImageSettings((params.size, params.size), params.resize),
         source={
             "adapter": "chexpert",
             "table": options.train_csv,
@@ -243,3 +248,6 @@ def plan_chexpert(params: PrepareParams) -> Plan:
             "lesion_masks": masks is not None,
         },
     )
+
+
+register_adapter("chexpert", Adapter(ChexpertParams, plan_chexpert, check_chexpert))

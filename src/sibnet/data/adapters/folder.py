@@ -1,6 +1,6 @@
 """Your own data: a CSV of image paths and labels plus the image files → a plan.
 
-``prepare.folder`` describes the table (see :class:`~sibnet.config.FolderParams`):
+``prepare.folder`` describes the table (see :class:`~sibnet.data.sources.folder.FolderParams`):
 
 - ``path_column``: the image path relative to ``root``. PNG (8- or 16-bit), JPEG or DICOM,
   recognised by content (see :mod:`sibnet.data.images`; ``intensity`` scales PNG/JPEG, DICOM
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sibnet.config import FolderParams, PrepareParams
+from sibnet.config import PrepareParams
 from sibnet.data.adapters.tables import (
     check_directory,
     check_table,
@@ -54,9 +54,10 @@ from sibnet.data.adapters.tables import (
     read_table,
     relative_image_path,
 )
-from sibnet.data.decode import Record
-from sibnet.data.ingest import Plan
+from sibnet.data.plan import ImageSettings, Plan, Record
 from sibnet.data.problems import Problem
+from sibnet.data.sources import Adapter, register_adapter
+from sibnet.data.sources.folder import FolderParams
 from sibnet.data.splits import SPLITS, SplitError, stratified_split
 
 __all__ = ["check_folder", "plan_folder"]
@@ -259,6 +260,7 @@ def plan_folder(params: PrepareParams) -> Plan:
         problems=problems,
         fatal=fatal,
         lesion_masks=lesion_root is not None or lesion_columns is not None,
+        settings=ImageSettings((params.size, params.size), params.resize, options.intensity),
         source={
             "adapter": "folder",
             "table": table_name,
@@ -285,3 +287,6 @@ def _patients_across_splits(planned: list[dict], table: str) -> list[Problem]:
                 )
             )
     return problems
+
+
+register_adapter("folder", Adapter(FolderParams, plan_folder, check_folder))

@@ -44,7 +44,7 @@ Bounded memory
     with :mod:`zipfile`, each member's ``.npy`` header is parsed
     (:func:`numpy.lib.format.read_magic`, ``read_array_header_1_0`` / ``_2_0``) and the images
     are read sequentially, at most :data:`BLOCK` rows (and about :data:`BLOCK_BYTES` bytes) at
-    a time, and written shard by shard through :class:`~sibnet.data.prepared.PreparedWriter`;
+    a time, and written shard by shard by :func:`sibnet.data.ingest.ingest`;
     the grey conversion and resizing work on one image at a time. Memory therefore holds one
     block of raw images and one shard (plus the manifest rows, which the writer keeps until
     it closes), whatever the file's size. Label arrays are small and read whole, by the same
@@ -96,12 +96,21 @@ from tqdm import tqdm
 
 from sibnet.config import ParamsError, PrepareParams
 from sibnet.data.images import fit_image, to_uint8
-from sibnet.data.prepared import PreparedWriter
-from sibnet.data.problems import DataError, Problem, write_rejects
+from sibnet.data.plan import Batch, Plan
+from sibnet.data.problems import DataError, Problem
+from sibnet.data.sources import Adapter, register_adapter
+from sibnet.data.sources.medmnist import MedmnistParams
 from sibnet.data.splits import SPLITS
 from sibnet.files import sha256_bytes, sha256_file
 
-__all__ = ["BLOCK", "BLOCK_BYTES", "KEYS", "MAX_CLASSES", "check_medmnist", "write_medmnist"]
+__all__ = [
+    "BLOCK",
+    "BLOCK_BYTES",
+    "KEYS",
+    "MAX_CLASSES",
+    "check_medmnist",
+    "plan_medmnist",
+]
 
 BLOCK = 512
 """Images read from the file at a time (fewer when they are large, see :data:`BLOCK_BYTES`)."""
@@ -188,27 +197,24 @@ def check_medmnist(params: PrepareParams) -> None:
         )
 
 
-def write_medmnist(params: PrepareParams, root: Path, *, skip_invalid: bool) -> list[Problem]:
-    """Write the MedMNIST ``.npz`` at ``params.medmnist.path`` as a prepared dataset in ``root``.
+def plan_medmnist(params: PrepareParams) -> Plan:
+    """Check the MedMNIST ``.npz`` at ``params.medmnist.path`` into an array plan.
 
-    See the module docstring for the decisions. ``root`` is written directly: the caller wraps
-    it in :func:`sibnet.files.atomic_dir`, which discards it when this raises.
+    See the module docstring for the decisions. Every array header and label is read and
+    checked here (no image is); the plan's batches then stream the images of the rows without
+    problems, block by block, split after split.
 
     Args:
-        params: the ``prepare`` section (``dataset``, ``size``, ``resize``, ``shard_size``,
-            ``medmnist.path``, ``medmnist.task``, ``medmnist.classes``).
-        root: the (empty) dataset folder to write.
-        skip_invalid: leave rows with problems out (listed in ``root / "rejects.csv"``) instead
-            of failing. Problems of the whole file are fatal regardless.
+        params: the ``prepare`` section (``dataset``, ``size``, ``resize``, ``medmnist.path``,
+            ``medmnist.task``, ``medmnist.classes``).
 
     Returns:
-        The row problems that were skipped (empty when there were none).
+        The plan: its ``problems`` are those of single rows (skippable), its ``fatal`` those of
+        the whole file and any split that leaving the rows out would empty.
 
     Raises:
         ParamsError: ``prepare.medmnist.path`` names no file (:func:`check_medmnist`).
-        DataError: the file has problems (any, unless ``skip_invalid``; those of the whole
-            file, always), listed together; raised before any image is written unless the
-            archive turns out to be damaged while the images are read.
+        DataError: the file is not a readable zip archive at all.
     """
     check_medmnist(params)
     path = Path(params.medmnist.path or "").expanduser()
@@ -222,10 +228,9 @@ def write_medmnist(params: PrepareParams, root: Path, *, skip_invalid: bool) -> 
         ) from None
     with archive:
         checked = _check(archive, name, params)
-        problems = checked.fatal + checked.rows
-        if checked.fatal or (checked.rows and not skip_invalid):
-            raise DataError(problems, skippable=not checked.fatal)
-        emptied = [
+    fatal = list(checked.fatal)
+    if not fatal:
+        fatal = [
             Problem(
                 f"{name}:{split}_labels",
                 None,
@@ -235,47 +240,47 @@ def write_medmnist(params: PrepareParams, root: Path, *, skip_invalid: bool) -> 
             for split in SPLITS
             if not checked.keep[split].any()
         ]
-        if emptied:
-            raise DataError(problems + emptied, skippable=False)
-        size = params.size
-        writer = PreparedWriter(
-            root=root,
-            name=params.dataset,
-            task=checked.task,
-            classes=checked.classes,
-            organs=[],
-            image_size=(size, size),
-            shard_size=params.shard_size,
-            source={
-                "adapter": "medmnist",
-                "file": name,
-                "file_sha256": sha256_file(path),
-                "task": checked.task,
-                "resize": params.resize,
-                "size": size,
-                "rejected_rows": len(checked.rows),
-            },
-        )
+    size = params.size
+
+    def batches() -> Iterator[Batch]:
         total = sum(int(keep.sum()) for keep in checked.keep.values())
-        with tqdm(total=total, unit="img", desc="medmnist", disable=None) as progress:
+        with (
+            zipfile.ZipFile(path) as archive,
+            tqdm(total=total, unit="img", desc="medmnist", disable=None) as progress,
+        ):
             for split in SPLITS:
-                _write_split(archive, name, split, checked, writer, params, progress)
-    writer.close()
-    if checked.rows:
-        write_rejects(Path(root) / "rejects.csv", checked.rows)
-    return checked.rows
+                yield from _split_batches(archive, name, split, checked, params, progress)
+
+    return Plan(
+        name=params.dataset,
+        task=checked.task,
+        classes=checked.classes,
+        organs=[],
+        problems=checked.rows,
+        fatal=fatal,
+        source={
+            "adapter": "medmnist",
+            "file": name,
+            "file_sha256": sha256_file(path) if not fatal else None,
+            "task": checked.task,
+            "resize": params.resize,
+            "size": size,
+            "rejected_rows": len(checked.rows),
+        },
+        batches=batches,
+        image_size=(size, size),
+    )
 
 
-def _write_split(
+def _split_batches(
     archive: zipfile.ZipFile,
     name: str,
     split: str,
     checked: _Checked,
-    writer: PreparedWriter,
     params: PrepareParams,
     progress: tqdm,
-) -> None:
-    """Stream the kept images of one split into ``writer``, a block at a time."""
+) -> Iterator[Batch]:
+    """The kept images of one split, a block at a time."""
     array = checked.images[split]
     keep = checked.keep[split]
     size = (params.size, params.size)
@@ -286,7 +291,7 @@ def _write_split(
         images = np.stack([to_uint8(fit_image(_grey(block[r]), size, params.resize)) for r in rows])
         indices = (start + rows).tolist()
         ids = [f"{split}-{i:06d}" for i in indices]
-        writer.add(
+        yield Batch(
             images=images[:, None],
             labels=checked.labels[split][start + rows],
             ids=ids,
@@ -588,3 +593,6 @@ def _check_labels(
 def _show(value: float) -> int | float:
     """A label value as written in a problem: an int when it is one."""
     return int(value) if np.isfinite(value) and value == round(value) else float(value)
+
+
+register_adapter("medmnist", Adapter(MedmnistParams, plan_medmnist, check_medmnist))

@@ -1,29 +1,35 @@
-"""Adapter for the built-in phantom dataset: generator → prepared layout, shard by shard."""
+"""The built-in phantom source's adapter: the generator (:mod:`sibnet.data.phantom_images`) →
+an array plan, rendered shard by shard.
+
+Its params are :class:`~sibnet.data.sources.phantom.PhantomParams` (``prepare.phantom``).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
 import numpy as np
 from tqdm import tqdm
 
 from sibnet.config import PrepareParams
-from sibnet.data.phantom import ORGANS, make_phantom, phantom_labels
-from sibnet.data.prepared import PreparedWriter
+from sibnet.data.phantom_images import ORGANS, make_phantom, phantom_labels
+from sibnet.data.plan import Batch, Plan
+from sibnet.data.sources import Adapter, register_adapter
+from sibnet.data.sources.phantom import PhantomParams
 from sibnet.data.splits import stratified_split
 
-__all__ = ["write_phantom"]
+__all__ = ["plan_phantom"]
 
 
-def write_phantom(params: PrepareParams, root: Path) -> None:
-    """Generate the phantom described by ``params.phantom`` and write it under ``root``.
+def plan_phantom(params: PrepareParams) -> Plan:
+    """Plan the phantom described by ``params.phantom``.
 
     Labels come first (cheaply) so that the split can be drawn, stratified by label, before any
     image is rendered; the shortcut marker, when configured, is correlated with its class in
-    train and val and random in test. Images are then rendered one shard at a time, so memory
-    stays bounded by ``shard_size``.
+    train and val and random in test. The plan's batches then render one shard of images at a
+    time, so memory stays bounded by ``shard_size``.
     """
-    options = params.phantom
+    options: PhantomParams = params.section("phantom")  # type: ignore[assignment]
     common = {"mode": options.mode, "findings": tuple(options.findings)}
     labels, classes = phantom_labels(
         options.n_images, options.seed, prevalence=options.prevalence, **common
@@ -31,46 +37,50 @@ def write_phantom(params: PrepareParams, root: Path) -> None:
     splits = stratified_split(
         labels, val=params.split.val, test=params.split.test, seed=params.split.seed
     )
-    writer = PreparedWriter(
-        root=root,
+
+    def batches() -> Iterator[Batch]:
+        starts = range(0, options.n_images, params.shard_size)
+        for start in tqdm(starts, desc="phantom shards", disable=None):
+            stop = min(start + params.shard_size, options.n_images)
+            phantom = make_phantom(
+                stop - start,
+                options.size,
+                options.seed,
+                prevalence=options.prevalence,
+                lesion_contrast=options.lesion_contrast,
+                noise_std=options.noise_std,
+                shortcut_class=options.shortcut_class,
+                shortcut_rate=options.shortcut_rate,
+                shortcut_correlated=splits[start:stop] != "test",
+                start=start,
+                sites=options.sites,
+                **common,
+            )
+            if not np.array_equal(phantom.labels, labels[start:stop]):
+                raise AssertionError("phantom labels changed between labelling and rendering")
+            ids = [f"phantom-{i:07d}" for i in phantom.indices]
+            yield Batch(
+                images=phantom.images,
+                labels=phantom.labels,
+                ids=ids,
+                splits=splits[start:stop].tolist(),
+                patient_ids=ids,
+                sources=[f"phantom:seed={options.seed}:index={i}" for i in phantom.indices],
+                lesion_masks=phantom.lesion_masks,
+                organ_masks=phantom.organ_masks,
+                extra={"shortcut": phantom.shortcut.astype(bool).tolist()},
+            )
+
+    return Plan(
         name=params.dataset,
         task=options.mode,
         classes=classes,
-        organs=ORGANS,
-        image_size=(options.size, options.size),
-        shard_size=params.shard_size,
+        organs=list(ORGANS),
         lesion_masks=True,
         source={"adapter": "phantom", **options.model_dump(mode="json")},
+        batches=batches,
+        image_size=(options.size, options.size),
     )
-    starts = range(0, options.n_images, params.shard_size)
-    for start in tqdm(starts, desc="phantom shards", disable=None):
-        stop = min(start + params.shard_size, options.n_images)
-        phantom = make_phantom(
-            stop - start,
-            options.size,
-            options.seed,
-            prevalence=options.prevalence,
-            lesion_contrast=options.lesion_contrast,
-            noise_std=options.noise_std,
-            shortcut_class=options.shortcut_class,
-            shortcut_rate=options.shortcut_rate,
-            shortcut_correlated=splits[start:stop] != "test",
-            start=start,
-            sites=options.sites,
-            **common,
-        )
-        ids = [f"phantom-{i:07d}" for i in phantom.indices]
-        writer.add(
-            images=phantom.images,
-            labels=phantom.labels,
-            ids=ids,
-            splits=splits[start:stop].tolist(),
-            patient_ids=ids,
-            sources=[f"phantom:seed={options.seed}:index={i}" for i in phantom.indices],
-            lesion_masks=phantom.lesion_masks,
-            organ_masks=phantom.organ_masks,
-            extra={"shortcut": phantom.shortcut.astype(bool).tolist()},
-        )
-    manifest = writer.close()
-    if not np.array_equal(np.array(manifest["labels"].tolist()), labels):
-        raise AssertionError("phantom labels changed between labelling and rendering")
+
+
+register_adapter("phantom", Adapter(PhantomParams, plan_phantom))

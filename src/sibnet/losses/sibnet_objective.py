@@ -1,14 +1,13 @@
-"""Training objectives: the task loss, optionally plus the SIBnet saliency terms.
+"""``objective: sibnet``: the task loss plus the SIBnet saliency terms (params:
+:class:`sibnet.objectives.sibnet.SibnetParams`).
 
-An objective runs the model on a batch and returns the loss to minimise together with its
-terms for logging. ``cross_entropy`` is the task loss alone (softmax cross-entropy or per-label
-BCE, see :func:`sibnet.engine.task_loss`). ``sibnet`` (Mahapatra, Poellinger & Reyes, Medical
-Image Analysis 81, 2022) computes every class's Grad-CAM map from the same forward pass
-(:func:`sibnet.saliency.logits_and_grad_cam`, differentiable) and adds
+SIBnet (Mahapatra, Poellinger & Reyes, Medical Image Analysis 81, 2022) computes every class's
+Grad-CAM map from the same forward pass (:func:`sibnet.saliency.logits_and_grad_cam`,
+differentiable) and adds
 
     loss = task / s_task + f · (λ_cd · CD / s_cd + λ_sc · SC / s_sc + λ_faith · F / s_faith)
 
-with CD the class-distinctiveness and SC the spatial-coherence loss (:mod:`sibnet.losses`), F
+with CD the class-distinctiveness and SC the spatial-coherence loss (:mod:`sibnet.losses.sibnet`), F
 the optional faithfulness term (:mod:`sibnet.losses.faithfulness`) and ``f`` a warm-up factor.
 Every choice that decides the outcome (map sign, gradient through ``α``, SC's resolution,
 border handling, regions and reduction, normalisation, task weighting, warm-up) is a key of the
@@ -31,15 +30,9 @@ unaffected, but the running statistics (used at evaluation) differ.
 Mixed precision (``train.precision: bf16``): :func:`sibnet.engine.train_epoch` runs the
 objective under ``torch.autocast(dtype=torch.bfloat16)``. The forward pass is bf16; the task
 loss takes float32 logits; the Grad-CAM weighting (:mod:`sibnet.saliency.gradcam`) casts the
-feature maps and gradients to float32, and CD and SC run outside autocast on float32 maps.
-Measured on the CPU (untrained networks, 5 classes; the 2026-11-26 figures): bf16 forward with
-the weighting in bf16 against the same with the weighting in float32 differ by at most
-1.3e-4 in CD and 9.8e-4 in SC (resnet10_small, 8 images of 128×128; SC ≈ 0.044), 1.2e-4 in CD
-(densenet121, 4 images of 96×96); both differ from the all-float32 maps by about 5e-4–1e-2
-in CD and 3e-3–4e-3 in SC, an error that comes from the bf16 activations themselves. The float32
-weighting removes about a quarter of SC's error on the closed-form path at negligible cost (an
-einsum over ``(B, C, h, w)``), so it is used. Float32 inputs are unaffected (``.float()`` on a
-float32 tensor is the tensor itself), so fp32 results are bit-identical to before.
+feature maps and gradients to float32, and CD and SC run outside autocast on float32 maps (the
+error this leaves, measured, is in ``benchmarks/README.md``). Float32 inputs are unaffected
+(``.float()`` on a float32 tensor is the tensor itself), so fp32 results are bit-identical.
 """
 
 from __future__ import annotations
@@ -47,87 +40,22 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from sibnet.config import SIBNET_KEYS, MethodParams
+from sibnet.data.tensors import Batch
 from sibnet.distributed import all_reduce_sum, unwrap
-from sibnet.engine import task_loss
-from sibnet.losses import class_distinctiveness, faithfulness, spatial_coherence
+from sibnet.losses.faithfulness import faithfulness
+from sibnet.losses.objective import Objective, Terms
+from sibnet.losses.sibnet import class_distinctiveness, spatial_coherence
+from sibnet.losses.task import batch_inverse_frequency_cross_entropy, task_loss
+from sibnet.objectives.registry import ObjectiveParams, implements
+from sibnet.objectives.sibnet import SibnetParams
 from sibnet.saliency import logits_and_grad_cam, upsample
 
-__all__ = ["Objective", "SibnetObjective", "TaskObjective", "build_objective"]
-
-Terms = dict[str, torch.Tensor]
+__all__ = ["SibnetObjective"]
 
 
-class Objective(nn.Module):
-    """``forward(model, images, targets) -> (loss, terms)``; terms are detached scalars.
-
-    Every objective holds its task loss as ``task`` (validation scores that loss alone) and
-    names the terms it reports in :attr:`term_names` (the history's ``train_<term>`` columns,
-    the MLflow metrics). :meth:`begin_epoch` is called before each training epoch.
-    """
-
-    task: nn.Module
-
-    @property
-    def term_names(self) -> tuple[str, ...]:
-        """The names of the terms :meth:`forward` may report, in a fixed order."""
-        return ("task",)
-
-    def begin_epoch(self, epoch: int, steps: int) -> None:
-        """Training epoch ``epoch`` (from 1) of ``steps`` optimiser steps starts."""
-
-    def forward(
-        self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[torch.Tensor, Terms]:
-        raise NotImplementedError
-
-    def scales(self) -> dict[str, float]:
-        """Normalisation scales of the terms (none here)."""
-        return {}
-
-    def resume_state(self) -> dict[str, Any]:
-        """State beyond the model's that training must carry over a restart (none here)."""
-        return {}
-
-    def load_resume_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`resume_state` returned."""
-
-
-class TaskObjective(Objective):
-    """The task loss alone. ``images`` ``(B, 1, H, W)``, ``targets`` ``(B, C)`` 0/1."""
-
-    def __init__(self, task: nn.Module) -> None:
-        super().__init__()
-        self.task = task
-
-    def forward(
-        self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[torch.Tensor, Terms]:
-        loss = self.task(model(images).float(), targets)
-        return loss, {"task": loss.detach()}
-
-
-def batch_inverse_frequency_cross_entropy(
-    logits: torch.Tensor, targets: torch.Tensor
-) -> torch.Tensor:
-    """Softmax cross-entropy weighted by each class's inverse frequency in this batch.
-
-    The original SIBnet training loop's task loss: weights ``1 / (n_c / B)`` for the classes
-    present in the batch (absent classes have no image to weight), then PyTorch's weighted mean
-    ``Σ_i w_{y_i} l_i / Σ_i w_{y_i}``, so every class present carries the same total weight.
-
-    Args:
-        logits: ``(B, C)``.
-        targets: ``(B, C)`` one-hot.
-    """
-    counts = targets.sum(dim=0)
-    weights = torch.where(counts > 0, len(targets) / counts.clamp_min(1), torch.zeros_like(counts))
-    return F.cross_entropy(logits, targets.argmax(dim=1), weight=weights.to(logits.dtype))
-
-
+@implements(SibnetParams)
 class SibnetObjective(Objective):
     """Task loss + weighted SIBnet terms on Grad-CAM maps; the formulation is the arguments.
 
@@ -158,7 +86,7 @@ class SibnetObjective(Objective):
       at the collapse of the maps onto fixed, class-owned regions (see that module).
 
     A term whose weight is 0 is not computed. The keyword arguments are the keys of a
-    ``sibnet`` method in ``params.yaml`` (:class:`sibnet.config.MethodParams`).
+    ``sibnet`` method in ``params.yaml`` (:class:`sibnet.objectives.sibnet.SibnetParams`).
 
     Args:
         task: the task loss on ``(B, C)`` logits and targets.
@@ -280,9 +208,22 @@ class SibnetObjective(Objective):
             return batch_inverse_frequency_cross_entropy(logits, targets)
         return self.task(logits, targets)
 
-    def forward(
-        self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[torch.Tensor, Terms]:
+    @classmethod
+    def from_params(
+        cls, params: SibnetParams, task: str, class_weights: torch.Tensor | None
+    ) -> SibnetObjective:
+        """The objective of a ``sibnet`` method: every formulation key of ``params`` (the keys
+        :class:`~sibnet.objectives.sibnet.SibnetParams` adds to the shared ones)."""
+        options = {
+            key: getattr(params, key)
+            for key in SibnetParams.model_fields
+            if key not in ObjectiveParams.model_fields
+        }
+        return cls(task_loss(task, class_weights), task_name=task, **options)
+
+    def forward(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]:
+        """``batch["image"]`` ``(B, 1, H, W)``, ``batch["target"]`` ``(B, C)``."""
+        images, targets = batch["image"], batch["target"]
         factor = self.warmup_factor()
         self._step += 1
         if factor == 0.0 and self.warmup == "delay":  # warm-up: the task loss alone
@@ -346,14 +287,3 @@ class SibnetObjective(Objective):
                 if key in state:
                     getattr(self, key).copy_(state[key])
         self._scales_known = set(state["known"])
-
-
-def build_objective(
-    method: MethodParams, task: str, class_weights: torch.Tensor | None = None
-) -> Objective:
-    """The objective a method trains with, for a ``multiclass`` or ``multilabel`` task."""
-    loss = task_loss(task, class_weights)
-    if method.objective == "cross_entropy":
-        return TaskObjective(loss)
-    options = {key: getattr(method, key) for key in SIBNET_KEYS}
-    return SibnetObjective(loss, task_name=task, **options)

@@ -1,0 +1,305 @@
+"""The objective registry: a method's ``objective:`` key → the objective's params and loss.
+
+An objective is two halves joined by name in one registry:
+
+* its **params**, a subclass of :class:`ObjectiveParams` (pydantic, torch-free, so that
+  ``sibnet.config`` and the stages without networks never import torch) whose ``objective``
+  field is a one-value ``Literal`` (the name) with that value as default, registered with
+  :func:`register_objective`. It holds the objective's keys, their checks (``check`` sees the
+  whole params file), the terms it may report (:attr:`ObjectiveParams.terms`) and the keys its
+  dump leaves out (:meth:`ObjectiveParams.inapplicable_keys`);
+* its **implementation**, a :class:`sibnet.losses.Objective` subclass (torch) registered for the
+  params class with :func:`implements`; :func:`sibnet.losses.build_objective` builds it from a
+  method's params with its ``from_params``.
+
+The two halves live apart (``sibnet.objectives.<name>`` and ``sibnet.losses.<module>``) so that
+the stages' import closures (:mod:`sibnet.imports`, which decide the DVC code dependencies)
+keep the losses out of the stages that never train. Validating a mapping with
+:class:`ObjectiveParams` picks the class by ``objective`` (:data:`DEFAULT_OBJECTIVE` when the
+key is absent). Nothing falls back silently: an unknown name is a ``ParamsError`` that lists the
+registered objectives; a params class that was defined but never registered, or an objective
+without implementation, is an error naming this registry and the missing call.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidatorFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
+
+from sibnet.registry import Registry, RegistryError
+
+if TYPE_CHECKING:
+    from sibnet.config import Params
+
+__all__ = [
+    "DEFAULT_OBJECTIVE",
+    "REGISTRY_NAME",
+    "ObjectiveParams",
+    "ObjectiveRegistryError",
+    "ObjectiveSpec",
+    "implements",
+    "known_objectives",
+    "objective_spec",
+    "register_objective",
+    "unregister_objective",
+]
+
+REGISTRY_NAME = "sibnet.objectives.registry"
+"""How errors name this registry."""
+
+DEFAULT_OBJECTIVE = "cross_entropy"
+"""The objective of a method without an ``objective`` key (the documented default)."""
+
+ATTENTION_KEYS = ("attention_reduction", "attention_min_hidden")
+"""The shared keys that apply only with an attention block."""
+
+
+class ObjectiveRegistryError(RegistryError):
+    """An objective is defined but not registered, or registered twice or incompletely."""
+
+
+@dataclass
+class ObjectiveSpec:
+    """One registered objective.
+
+    Attributes:
+        name: the ``objective:`` value.
+        params: its params class (a subclass of :class:`ObjectiveParams`).
+        implementation: its :class:`sibnet.losses.Objective` subclass, once :func:`implements`
+            registered one (``None`` before).
+    """
+
+    name: str
+    params: type[ObjectiveParams]
+    implementation: type | None = None
+
+
+_REGISTRY: Registry[ObjectiveSpec] = Registry(REGISTRY_NAME, "objective", "@register_objective")
+"""The registered objectives by name."""
+
+
+class ObjectiveParams(BaseModel):
+    """One compared method: architecture + attention block + objective; the base of every
+    objective's params class.
+
+    The shared keys: ``architecture``, ``attention`` and, with ``attention: se`` or ``cbam``,
+    the widths of its channel MLPs ``C → h → C`` with
+    ``h = min(C, max(attention_min_hidden, C // attention_reduction))`` (see
+    :mod:`sibnet.models.attention`). The SE paper's ``r = 16`` was chosen for ImageNet widths
+    64–2048; on ``resnet10_small``'s 16–128 channels ``C // 16`` alone gives widths 1 to 8, so
+    the width has a floor, 8 by default, after timm's SE and CBAM, which round it up to a
+    multiple of 8 (``rd_divisor=8``). These two keys are errors under ``attention: none``.
+
+    ``ObjectiveParams.model_validate(mapping)`` validates with the class registered for the
+    mapping's ``objective``; the base itself is never instantiated. A subclass declares
+    ``objective: Literal["<name>"] = "<name>"`` and its own keys, and may override
+    :attr:`terms`, :meth:`inapplicable_keys` and :meth:`check`. Its dump (also the input of
+    :func:`sibnet.models.classifier.params_hash`) holds the shared keys, ``objective``, then the
+    objective's keys, then the attention widths where they apply.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    architecture: Literal["resnet10_small", "resnet18", "densenet121"] = "resnet10_small"
+    attention: Literal["none", "se", "cbam"] = "none"
+    objective: str
+    attention_reduction: int = Field(16, ge=1)
+    attention_min_hidden: int = Field(8, ge=1)
+
+    terms: ClassVar[tuple[str, ...]] = ("task",)
+    """Every term the objective may report (``train_<term>`` history columns, MLflow metrics),
+    the task loss first; a built objective reports these or a subset
+    (:attr:`sibnet.losses.Objective.term_names`)."""
+
+    def __init__(self, /, **data: Any) -> None:
+        if type(self) is ObjectiveParams:
+            raise TypeError(
+                "ObjectiveParams is the base of the objectives' params: construct an "
+                "objective's own class (e.g. CrossEntropyParams(), SibnetParams(...)) or "
+                "validate a mapping with ObjectiveParams.model_validate"
+            )
+        super().__init__(**data)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _by_objective(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """On the base, validate a mapping with the class its ``objective`` names."""
+        if cls is not ObjectiveParams or not isinstance(data, dict):
+            return handler(data)
+        spec = objective_spec(data.get("objective", DEFAULT_OBJECTIVE))
+        _refuse_other_objectives_keys(spec, data)
+        return spec.params.model_validate(data)
+
+    @model_validator(mode="after")
+    def _attention_keys(self) -> ObjectiveParams:
+        if self.attention == "none":
+            self.refuse_keys(
+                ATTENTION_KEYS, "attention 'se' or 'cbam'", "attention: se or attention: cbam"
+            )
+        return self
+
+    def refuse_keys(self, keys: tuple[str, ...], which: str, remedy: str) -> None:
+        """Raise ``ValueError`` if any of ``keys`` was set although it does not apply (to
+        ``which``; ``remedy`` is what would make it apply)."""
+        stray = sorted(set(keys) & self.model_fields_set)
+        if stray:
+            raise ValueError(f"{stray} apply only to {which}; remove them or set {remedy}")
+
+    def inapplicable_keys(self) -> tuple[str, ...]:
+        """The objective's keys that do not apply with these values (left out of the dump, so
+        a dump validates again)."""
+        return ()
+
+    def check(self, name: str, params: Params) -> None:
+        """Checks against the rest of the params file, for method ``name``; raise
+        ``ValueError`` naming ``methods.<name>.<key>`` and what is accepted."""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dump only the keys that apply, the attention widths last."""
+        data = handler(self)
+        for key in self.inapplicable_keys():
+            data.pop(key, None)
+        widths = {key: data.pop(key) for key in ATTENTION_KEYS if key in data}
+        if self.attention != "none":
+            data.update(widths)
+        return data
+
+
+def _refuse_other_objectives_keys(spec: ObjectiveSpec, data: dict[str, Any]) -> None:
+    """A key of another registered objective is an error that names that objective (an
+    unknown key is left to the class's ``extra="forbid"``)."""
+    owners: dict[str, list[str]] = {}
+    for key in data:
+        if key not in spec.params.model_fields:
+            for other in _REGISTRY.values():
+                if key in other.params.model_fields:
+                    owners.setdefault(other.name, []).append(key)
+    if owners:
+        keys = sorted({key for found in owners.values() for key in found})
+        which = " or ".join(f"objective {name!r}" for name in sorted(owners))
+        first = sorted(owners)[0]
+        raise ValueError(f"{keys} apply only to {which}; remove them or set objective: {first}")
+
+
+def _declared_name(params: type[ObjectiveParams]) -> str:
+    """The name a params class declares: its ``objective`` field's one ``Literal`` value."""
+    field = params.model_fields["objective"]
+    values = (
+        typing.get_args(field.annotation) if typing.get_origin(field.annotation) is Literal else ()
+    )
+    if len(values) != 1 or field.default != values[0]:
+        raise ObjectiveRegistryError(
+            f"{params.__module__}.{params.__qualname__} must declare its name as "
+            'objective: Literal["<name>"] = "<name>" to be registered in the objective '
+            f"registry ({REGISTRY_NAME})"
+        )
+    return values[0]
+
+
+P = TypeVar("P", bound=type[ObjectiveParams])
+T = TypeVar("T", bound=type)
+
+
+def register_objective(params: P) -> P:
+    """Class decorator: register an objective's params class under its declared name.
+
+    Raises:
+        ObjectiveRegistryError: the class declares no name, or another class has the name.
+    """
+    if not (isinstance(params, type) and issubclass(params, ObjectiveParams)):
+        raise ObjectiveRegistryError(
+            f"register_objective takes an ObjectiveParams subclass, got {params!r}"
+        )
+    name = _declared_name(params)
+    if name in _REGISTRY and _REGISTRY[name].params is not params:
+        raise ObjectiveRegistryError(
+            f"objective {name!r} is already registered in {REGISTRY_NAME} by "
+            f"{_REGISTRY[name].params.__module__}.{_REGISTRY[name].params.__qualname__}"
+        )
+    if name not in _REGISTRY:
+        _REGISTRY.register(name, ObjectiveSpec(name, params))
+    return params
+
+
+def implements(params: type[ObjectiveParams]) -> Callable[[T], T]:
+    """Class decorator: register a :class:`sibnet.losses.Objective` subclass as the
+    implementation of the objective whose params class is ``params`` (registered first).
+
+    Raises:
+        ObjectiveRegistryError: ``params`` is not registered, or already has another
+            implementation.
+    """
+    name = _declared_name(params)
+    spec = _REGISTRY.get(name)
+    if spec is None or spec.params is not params:
+        raise ObjectiveRegistryError(
+            f"{params.__qualname__} is not registered in {REGISTRY_NAME}: decorate it with "
+            "@register_objective before registering an implementation for it"
+        )
+
+    def register(implementation: T) -> T:
+        if spec.implementation not in (None, implementation):
+            raise ObjectiveRegistryError(
+                f"objective {name!r} already has the implementation "
+                f"{spec.implementation.__qualname__} in {REGISTRY_NAME}"
+            )
+        spec.implementation = implementation
+        return implementation
+
+    return register
+
+
+def unregister_objective(name: str) -> None:
+    """Remove objective ``name`` from the registry (for tests); unknown names are ignored."""
+    _REGISTRY.unregister(name)
+
+
+def known_objectives() -> list[str]:
+    """The registered objective names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _subclasses(base: type) -> list[type]:
+    found = []
+    for sub in base.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
+
+
+def objective_spec(name: Any) -> ObjectiveSpec:
+    """The registered objective ``name``.
+
+    Raises:
+        ParamsError: no objective of that name is registered; the message lists the
+            registered ones, and names a params class that declares ``name`` but was never
+            registered.
+    """
+    if isinstance(name, str) and name in _REGISTRY:
+        return _REGISTRY[name]
+    from sibnet.config import ParamsError
+
+    message = (
+        f"unknown objective {name!r}; the objective registry ({REGISTRY_NAME}) knows "
+        f"{known_objectives()}"
+    )
+    for params in _subclasses(ObjectiveParams):
+        field = params.model_fields.get("objective")
+        if field is not None and name in typing.get_args(field.annotation):
+            message += (
+                f"; {params.__module__}.{params.__qualname__} declares objective {name!r} but "
+                "was never registered: decorate it with @register_objective"
+            )
+    raise ParamsError(message)
