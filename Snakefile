@@ -1,6 +1,7 @@
 # sibnet pipeline. Run with `snakemake --cores all` (profile: workflow/profiles/default).
-# The rules are built from the stage definitions in src/sibnet/dag.py, which also generate
-# dvc.yaml; params.yaml is validated before anything is scheduled.
+# The rules are built from the registered stages (sibnet.dag.STAGES: src/sibnet/dag.py and any
+# installed extension's), which also generate dvc.yaml; params.yaml is validated before
+# anything is scheduled.
 
 configfile: "params.yaml"
 

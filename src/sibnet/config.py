@@ -29,11 +29,17 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from sibnet.data.sources import DEFAULT_SOURCE, SOURCES, SourceError, SourceParams
-from sibnet.data.sources.registry import Name, Section
+from sibnet.data.sources import (
+    BUILT_IN_SOURCES,
+    DEFAULT_SOURCE,
+    SOURCES,
+    SourceError,
+    SourceParams,
+)
 from sibnet.errors import SibnetError
 from sibnet.extensions import load_extensions
 from sibnet.objectives import DEFAULT_METHODS, ObjectiveParams
+from sibnet.schema import Name, Section, unique
 
 __all__ = [
     "EvaluateParams",
@@ -189,12 +195,18 @@ class PrepareParams(_Section):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """``dataset``, ``source``, then the sources' sections in registration order, then the
-        other keys: the order of ``params.yaml``."""
+        """``dataset``, ``source``, then the sources' sections in registration order (the
+        built-in sources' and the selected one's: :data:`~sibnet.data.sources.BUILT_IN_SOURCES`),
+        then the other keys: the order of ``params.yaml``."""
         data = handler(self)
         head = {key: data.pop(key) for key in ("dataset", "source")}
         sections = {name: data.pop(name) for name in SOURCES.names() if name in data}
-        return {**head, **sections, **data}
+        shown = {
+            name: section
+            for name, section in sections.items()
+            if name in BUILT_IN_SOURCES or name == self.source
+        }
+        return {**head, **shown, **data}
 
     def section(self, source: str | None = None) -> SourceParams:
         """The section ``prepare.<source>`` (default: of the selected source)."""
@@ -354,9 +366,8 @@ class SegmentParams(_Bootstrap):
     ``modes`` are trained for every method; ``reference_modes`` in addition for the method
     ``reference`` only (one of ``pipeline.methods``, like ``report.reference``; ``null`` with
     ``reference_modes: []`` for none), to show the trade-off once without paying for it per
-    method. The segmentation reference is its own
-    key, apart from ``report.reference``, so choosing the report's comparison method retrains
-    no segmenter.
+    method. It is a key of its own, apart from ``report.reference``: the report's comparison
+    method is not one the segment stage reads.
     An empty ``structures`` list skips segmentation (for datasets without organ masks): the
     stage then writes empty outputs that say so, and the report leaves segmentation out.
     Training uses the first ``max_train_images`` annotated training images and the first
@@ -385,9 +396,7 @@ class SegmentParams(_Bootstrap):
     @field_validator("structures", "modes", "reference_modes")
     @classmethod
     def _unique_entries(cls, values: list[str]) -> list[str]:
-        if len(set(values)) != len(values):
-            raise ValueError(f"entries must not repeat, got {values}")
-        return values
+        return unique(values)
 
 
 class ReportParams(_Bootstrap):
@@ -409,9 +418,7 @@ class PipelineParams(_Section):
     @field_validator("methods", "seeds")
     @classmethod
     def _unique(cls, values: list[Any]) -> list[Any]:
-        if len(set(values)) != len(values):
-            raise ValueError(f"entries must not repeat, got {values}")
-        return values
+        return unique(values)
 
 
 class TrackingParams(_Section):

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from sibnet.extensions import extension_files
 from sibnet.imports import PACKAGE, import_closure, imports_in_source, is_module, module_file
 from sibnet.registry import Registry
 
@@ -140,16 +141,20 @@ class Stage:
     def code(self) -> tuple[str, ...]:
         """The package source files the stage's command can run, relative to the repository
         root (``src/sibnet/...``): the import closure (:func:`sibnet.imports.import_closure`)
-        of the command line and the stage module. Both engines take them as dependencies, so
-        an edit re-runs exactly the stages that can execute it."""
-        return code_files((ENTRY, self.module))
+        of the command line and the stage module, and the files of the extension modules
+        loaded (:func:`sibnet.extensions.extension_files`: an extension can register an
+        objective, source or section any stage may run). Both engines take them as
+        dependencies, so an edit re-runs exactly the stages that can execute it."""
+        files = code_files((ENTRY, self.module))
+        extensions = [_dependency(path) for path in extension_files()]
+        return files + tuple(dict.fromkeys(p for p in extensions if p not in files))
 
     @property
     def gathered(self) -> tuple[str, ...]:
         """The stages whose outputs this stage reads (:attr:`gathers`, with
-        :data:`EVERY_STAGE` resolved to every registered stage that gathers nothing)."""
+        :data:`EVERY_STAGE` resolved to every other registered stage)."""
         if self.gathers == EVERY_STAGE:
-            return tuple(name for name, spec in STAGES.items() if not spec.gathers)
+            return tuple(name for name in STAGES if name != self.name)
         return self.gathers
 
     @property
@@ -195,8 +200,8 @@ def _scoring_stage(
 
 
 EVERY_STAGE = ("*",)
-"""``Stage.gathers`` value: the outputs of every registered stage that gathers nothing itself,
-whichever they are (the audit's)."""
+"""``Stage.gathers`` value: the outputs of every other registered stage, whichever they are (the
+audit's: it runs last and covers everything)."""
 
 STAGES: Registry[Stage] = Registry("sibnet.dag.STAGES", "stage", "sibnet.dag.register_stage")
 """The registered stages by name, in pipeline order (:func:`register_stage`)."""
@@ -206,8 +211,10 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def register_stage(spec: Stage) -> Stage:
-    """Add a stage to :data:`STAGES`: a stage that gathers others' outputs goes last, any other
-    before the first gathering stage (so the report and the audit stay at the end).
+    """Add a stage to :data:`STAGES`, in pipeline order: a stage that gathers nothing goes before
+    the first stage that gathers, one that gathers some stages before the first that gathers
+    :data:`EVERY_STAGE`, and one of those last (so the audit, which covers every other stage's
+    outputs, stays the last stage and the default target of both engines).
 
     Both engines and the command line are built from :data:`STAGES`, so a registered stage gets
     its Snakemake rule, its ``dvc.yaml`` stage (``sibnet dvc-yaml``) and its subcommand with no
@@ -216,13 +223,19 @@ def register_stage(spec: Stage) -> Stage:
 
     Raises:
         RegistryError: the name is taken.
-        ValueError: the name is malformed, a per-method stage's outputs lack
-            ``{method}``/``{seed}``, or ``gathers`` names a stage that is not registered.
+        ValueError: the name is malformed, its module cannot be found, a per-method stage's
+            outputs lack ``{method}``/``{seed}``, or ``gathers`` names a stage that is not
+            registered.
     """
     if not _NAME.match(spec.name) or spec.name in _RESERVED_NAMES:
         raise ValueError(
             f"stage name {spec.name!r}: accepted are lower-case letters, digits and underscores, "
             f"starting with a letter, not {list(_RESERVED_NAMES)}"
+        )
+    if importlib.util.find_spec(spec.module) is None:
+        raise ValueError(
+            f"stage {spec.name!r}: no module {spec.module} to run it (a function "
+            f"{spec.name}(params, ...) there); set Stage.implementation to the module"
         )
     if spec.per_method:
         loose = [k for k, t in spec.outputs.items() if "{method}" not in t or "{seed}" not in t]
@@ -238,8 +251,17 @@ def register_stage(spec: Stage) -> Stage:
                 f"stage {spec.name!r} gathers {wrong}, which are not registered stages; "
                 f"accepted: {list(STAGES)} (or EVERY_STAGE)"
             )
-    gathering = next((name for name, s in STAGES.items() if s.gathers), None)
-    return STAGES.register(spec.name, spec, before=None if spec.gathers else gathering)
+    rank = _order(spec)
+    later = next((name for name, s in STAGES.items() if _order(s) > rank), None)
+    return STAGES.register(spec.name, spec, before=later)
+
+
+def _order(spec: Stage) -> int:
+    """Where a stage goes in the pipeline: 0 gathers nothing, 1 gathers some stages, 2 gathers
+    every stage."""
+    if spec.gathers == EVERY_STAGE:
+        return 2
+    return 1 if spec.gathers else 0
 
 
 for _spec in (
@@ -417,6 +439,13 @@ def _external_file(name: str) -> Path:
     return Path(spec.origin).resolve()
 
 
+def _dependency(path: Path) -> str:
+    """A code dependency's path as both engines get it: relative to the working directory
+    where it lies under it, else absolute (an extension installed elsewhere)."""
+    here = Path.cwd()
+    return path.relative_to(here).as_posix() if path.is_relative_to(here) else str(path)
+
+
 def code_files(roots: tuple[str, ...]) -> tuple[str, ...]:
     """Repository paths (``src/sibnet/...py``) of the import closure of modules ``roots``.
 
@@ -433,11 +462,7 @@ def code_files(roots: tuple[str, ...]) -> tuple[str, ...]:
         path = _external_file(name)
         found = imports_in_source(path.read_text(encoding="utf-8"), name, filename=str(path))
         inside += [n for n in sorted(found) if n.split(".")[0] == PACKAGE and is_module(n)]
-        outside.append(
-            path.relative_to(Path.cwd()).as_posix()
-            if path.is_relative_to(Path.cwd())
-            else str(path)
-        )
+        outside.append(_dependency(path))
     return tuple(
         f"{SOURCE}/{PACKAGE}/{module_file(name).relative_to(package).as_posix()}"
         for name in import_closure(inside)
@@ -517,7 +542,8 @@ def dvc_yaml() -> str:
         "plots": DVC_PLOTS,
     }
     header = (
-        "# Generated by `sibnet dvc-yaml` from src/sibnet/dag.py: edit that file, not this one.\n"
+        "# Generated by `sibnet dvc-yaml` from the registered stages (src/sibnet/dag.py and any\n"
+        "# installed extension's): edit those, not this file.\n"
         "# Methods, seeds and the dataset come from params.yaml at `dvc repro` time.\n"
     )
     return header + yaml.safe_dump(document, sort_keys=False, width=1000, allow_unicode=True)

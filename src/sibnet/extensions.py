@@ -17,11 +17,13 @@ process that runs the pipeline. An extension that fails to import stops the proc
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from sibnet.errors import SibnetError
 
-__all__ = ["GROUP", "ExtensionError", "load_extensions"]
+__all__ = ["GROUP", "ExtensionError", "extension_files", "load_extensions"]
 
 GROUP = "sibnet.extensions"
 """The entry-point group that names extension modules."""
@@ -41,12 +43,17 @@ def load_extensions() -> dict[str, str]:
         Entry-point name → module name, of every extension loaded in this process.
 
     Raises:
-        ExtensionError: an extension's module failed to import; the message names the entry
-            point, its distribution and the error.
+        ExtensionError: an extension's module failed to import (the message names the entry
+            point, its distribution and the error), or two extensions have one name.
     """
     for point in entry_points(group=GROUP):
-        if point.name in _loaded:
+        if _loaded.get(point.name) == point.value:
             continue
+        if point.name in _loaded:
+            raise ExtensionError(
+                f"two extensions are named {point.name!r} in entry-point group {GROUP!r}: "
+                f"{_loaded[point.name]} and {point.value}; rename one"
+            )
         try:
             point.load()
         except Exception as error:  # any failure of foreign code: name the extension at fault
@@ -57,3 +64,15 @@ def load_extensions() -> dict[str, str]:
             ) from error
         _loaded[point.name] = point.value
     return dict(_loaded)
+
+
+def extension_files() -> list[Path]:
+    """The source files of the extension modules loaded in this process (every stage depends
+    on them: an extension's objective, source or section can run in any stage that validates or
+    trains, and :mod:`sibnet.imports` cannot follow an entry point)."""
+    files = []
+    for module in _loaded.values():
+        origin = getattr(sys.modules.get(module.split(":")[0]), "__file__", None)
+        if origin:
+            files.append(Path(origin).resolve())
+    return files

@@ -12,6 +12,7 @@ default.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Generic, TypeVar
 
@@ -74,6 +75,16 @@ class Registry(Mapping[str, T], Generic[T]):
     def unregister(self, key: str) -> None:
         """Remove ``key`` if registered (for tests that register entries of their own)."""
         self._entries.pop(key, None)
+
+    @contextlib.contextmanager
+    def restored(self) -> Iterator[None]:
+        """Put the entries back as they are now on leaving the block (for tests that register
+        or unregister entries of their own)."""
+        saved = dict(self._entries)
+        try:
+            yield
+        finally:
+            self._entries = saved
 
     def names(self) -> list[str]:
         """The registered names, in registration order."""

@@ -114,6 +114,11 @@ def test_a_source_registered_from_its_own_module_is_prepared(source_module, tmp_
         "toy",
     ]
     assert validate_params(params.model_dump(mode="json")) == params
+    # Selected elsewhere, the new source's section is not dumped: installing a source changes
+    # no other run's params (hashes, rerun decisions).
+    phantom = validate_params({"prepare": {"toy": {"n": 12}}})
+    assert "toy" not in phantom.prepare.model_dump() and phantom.prepare.section("toy").n == 12
+    assert phantom.model_dump(mode="json") == validate_params({}).model_dump(mode="json")
     out = tmp_path / "prepared" / "toy"
     dataset = prepare(params, prepared=out)
     assert len(dataset) == 12 and dataset.classes == ["even", "odd"]

@@ -638,12 +638,12 @@ def toy_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     folder = tmp_path / "toy_module"
     folder.mkdir()
     (folder / "sibnet_toy_section.py").write_text(TOY_SECTION, encoding="utf-8")
-    monkeypatch.setattr(SECTIONS, "_entries", dict(SECTIONS._entries))
     monkeypatch.syspath_prepend(str(folder))
-    try:
-        yield importlib.import_module("sibnet_toy_section").SECTION
-    finally:
-        sys.modules.pop("sibnet_toy_section", None)
+    with SECTIONS.restored():
+        try:
+            yield importlib.import_module("sibnet_toy_section").SECTION
+        finally:
+            sys.modules.pop("sibnet_toy_section", None)
 
 
 def test_a_registered_section_is_in_the_report(reported, toy_section, tmp_path: Path) -> None:
@@ -681,23 +681,22 @@ def test_the_toy_section_is_gone_after_its_test() -> None:
 
 
 def test_a_section_module_left_unregistered_fails_naming_the_registry(
-    reported, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    reported, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(
-        SECTIONS, "_entries", {k: s for k, s in SECTIONS.items() if k != "training"}
-    )
     message = (
         r"sibnet\.report\.sections\.training registers no section in "
         r"sibnet\.report\.sections\.SECTIONS"
     )
-    with pytest.raises(ReportError, match=message):
-        SECTIONS.check()
     params, root, _ = reported
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
     shutil.rmtree(copy / "results/report")
-    with pytest.raises(ReportError, match=message):
-        _report(params, copy)
+    with SECTIONS.restored():
+        SECTIONS.unregister("training")
+        with pytest.raises(ReportError, match=message):
+            SECTIONS.check()
+        with pytest.raises(ReportError, match=message):
+            _report(params, copy)
     assert not (copy / "results/report").exists()
 
 
@@ -721,3 +720,33 @@ def test_a_section_writing_an_undeclared_file_is_refused() -> None:
     section = Section("toy", "Toy", (ReportFile("toy.csv", "Toy", ""),), build)
     with pytest.raises(ReportError, match=r"'toy' .* writes 'extra\.csv'.*\['toy\.csv'\]"):
         section.check_output(build(None))
+
+
+def test_segmentation_and_report_references_may_differ(reported, tmp_path: Path) -> None:
+    """``segment.reference`` trains the extra modes; ``report.reference`` is the comparison
+    method. A mode the report's reference was not trained in is compared with the segmentation
+    reference, the only method in it."""
+    _, root, _ = reported
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    shutil.rmtree(copy / "results/report")
+    for seed in (0, 1):  # "better" trained only the frozen decoder
+        path = _path(copy, "segment", "segmentation", "better", seed)
+        rows = pd.read_parquet(path)
+        rows[rows["mode"] == "frozen"].to_parquet(path)
+    raw = _params(["plain", "better"], [0, 1]).model_dump(mode="json")
+    raw["report"]["reference"] = "better"
+    raw["segment"]["reference"] = "plain"
+    _report(validate_params(raw), copy)
+    table = pd.read_csv(copy / "results/report/segmentation.csv")
+    dice = table[table["score"] == "dice"].set_index(["mode", "method"])
+    assert set(dice.index) == {
+        ("frozen", "plain"),
+        ("frozen", "better"),
+        ("finetune", "plain"),
+        ("scratch", "plain"),
+    }
+    assert np.isfinite(dice.loc[("frozen", "plain"), "delta"])  # against better
+    summary = (copy / "results/report/summary.md").read_text()
+    assert "Δ of finetune, scratch against `plain`, the only method trained in it." in summary
+    assert "| plain | finetune | 2 |" in summary and "| plain | frozen | 2 |" in summary

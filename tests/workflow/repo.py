@@ -122,6 +122,6 @@ def pipeline_outputs(root: Path) -> list[Path]:
             root / f"results/tiny/{method}/seed{seed}/segmentation_examples.npz",
             *sorted((root / f"models/tiny/{method}/seed{seed}/segmenters").glob("*.pt")),
         ]
-    files += [root / "results/metrics.json", *(root / "results/plots").glob("*.csv")]
+    files += [root / "results/metrics.json", *sorted((root / "results/plots").glob("*.csv"))]
     files += sorted(p for p in (root / "results/report").iterdir() if not p.name.startswith("."))
     return files

@@ -9,6 +9,7 @@ the Snakemake DAG (a rule that really runs), and the audit's inputs.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import sys
@@ -115,6 +116,35 @@ def test_the_extension_stage_is_everywhere_a_stage_is(extension: Path) -> None:
     assert validate_params(params.model_dump(mode="json")) == params
     with pytest.raises(ParamsError, match=r"toy\.scal"):
         validate_params({"toy": {"scal": 3}})
+
+
+def test_stages_are_registered_in_pipeline_order() -> None:
+    """A stage that gathers nothing runs before the report; one that gathers some stages
+    before the audit, which gathers every other stage and stays last."""
+    module = "sibnet.stages.prepare"  # any module: these stages are never run
+    plain = dag.Stage(
+        "toy_plain", "x", {"prepared": dag.PREPARED}, {"o": "results/{dataset}/p"}, ()
+    )
+    plain = dataclasses.replace(plain, implementation=module)
+    summary = dag.Stage(
+        "toy_summary", "x", {"results": dag.RESULTS}, {"o": "results/s"}, (), gathers=("train",)
+    )
+    summary = dataclasses.replace(summary, implementation=module)
+    try:
+        dag.register_stage(summary)
+        dag.register_stage(plain)
+        names = dag.STAGES.names()
+        assert names.index("toy_plain") < names.index("report")
+        assert names.index("report") < names.index("toy_summary") < names.index("audit")
+        assert names[-1] == "audit"
+        assert {"toy_plain", "toy_summary"} <= set(dag.STAGES["audit"].gathered)
+        with pytest.raises(RegistryError, match=r"stage 'toy_plain' is registered already"):
+            dag.register_stage(dataclasses.replace(plain, help="another"))
+        with pytest.raises(ValueError, match=r"gathers \['nothing'\]"):
+            dag.register_stage(dataclasses.replace(summary, name="toy_bad", gathers=("nothing",)))
+    finally:
+        dag.STAGES.unregister("toy_plain")
+        dag.STAGES.unregister("toy_summary")
 
 
 def test_a_forgotten_registration_is_an_error_naming_the_registry(

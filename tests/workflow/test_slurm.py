@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sibnet.dag import STAGES
 from tests.system_tools import SLURM as SLURM_PACKAGES
 from tests.system_tools import provide, require_root
 from tests.workflow.repo import TINY_PARAMS, clean_env, copy_repository, run
@@ -98,12 +99,13 @@ def test_every_job_goes_through_sbatch_and_matches_the_local_run(
 
     jobs = _job_stats(output)
     jobs.pop("all")  # the default target's job has no command: Snakemake does it itself
-    assert sum(jobs.values()) == 8, jobs  # prepare + 5 stages x 1 run + report + audit
+    expected = len(STAGES)  # one run (one method, one seed): one job per stage
+    assert sum(jobs.values()) == expected, jobs
     submitted = SUBMITTED.findall(output)
-    assert len(submitted) == 8, output[-4000:]
-    assert len({jobid for jobid, _ in submitted}) == 8, "one SLURM job id per job"
+    assert len(submitted) == expected, output[-4000:]
+    assert len({jobid for jobid, _ in submitted}) == expected, "one SLURM job id per job"
     (log,) = (copy / ".snakemake/log").glob("*.snakemake.log")
-    assert len(SUBMITTED.findall(log.read_text())) == 8, "the Snakemake log names every job id"
+    assert len(SUBMITTED.findall(log.read_text())) == expected, "the log names every job id"
     for jobid, slurm_log in submitted:  # the plugin's SLURM log folder, kept by the profile
         path = copy / slurm_log if not os.path.isabs(slurm_log) else Path(slurm_log)
         assert path.is_file() and path.name == f"{jobid}.log", slurm_log
@@ -113,13 +115,13 @@ def test_every_job_goes_through_sbatch_and_matches_the_local_run(
     assert len(local) > 10 and set(local) == set(remote)
     assert [k for k in local if local[k] != remote[k]] == []
 
-    # The cluster jobs inherit the submitting snakemake's invocation: one id for all 8 runs.
+    # The cluster jobs inherit the submitting snakemake's invocation: one id for all runs.
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{copy / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("sibnet-tiny")
     runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 8
+    assert len(runs) == expected
     assert len({r.data.tags["sibnet.invocation"] for r in runs}) == 1
     assert {r.data.tags["sibnet.engine"] for r in runs} == {"snakemake"}
 

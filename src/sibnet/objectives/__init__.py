@@ -11,7 +11,8 @@ the ``torch.nn.Module`` s, are in :mod:`sibnet.losses`, which builds a method's 
 Adding an objective: a module here with its params class (``@register_objective``), imported
 below, and its loss in :mod:`sibnet.losses` (an ``Objective`` subclass with ``from_params``,
 ``@implements(<params class>)``), re-exported there. An objective outside the package does the
-same in its own module(s), imported before the params are validated.
+same in a module of its own distribution declared as a ``sibnet.extensions`` entry point
+(:mod:`sibnet.extensions`), which every process imports before it validates the params.
 """
 
 from __future__ import annotations

@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
     ValidatorFunctionWrapHandler,
@@ -39,6 +37,7 @@ from pydantic import (
 )
 
 from sibnet.registry import Registry, RegistryError
+from sibnet.schema import Section
 
 if TYPE_CHECKING:
     from sibnet.config import Params
@@ -90,7 +89,7 @@ _REGISTRY: Registry[ObjectiveSpec] = Registry(REGISTRY_NAME, "objective", "@regi
 """The registered objectives by name."""
 
 
-class ObjectiveParams(BaseModel):
+class ObjectiveParams(Section):
     """One compared method: architecture + attention block + objective; the base of every
     objective's params class.
 
@@ -109,8 +108,6 @@ class ObjectiveParams(BaseModel):
     :func:`sibnet.models.classifier.params_hash`) holds the shared keys, ``objective``, then the
     objective's keys, then the attention widths where they apply.
     """
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     architecture: Literal["resnet10_small", "resnet18", "densenet121"] = "resnet10_small"
     attention: Literal["none", "se", "cbam"] = "none"

@@ -116,9 +116,11 @@ class SibnetParams(ObjectiveParams):
                     "train.class_weights = true both weight the task loss; choose one"
                 )
             if params.prepare.task() == "multilabel":
+                source = params.prepare.source
+                key = params.prepare.section().task_key
                 raise ValueError(
                     f"methods.{name}.task_weighting = batch_inverse_frequency needs a "
-                    f"multiclass task, but prepare.{params.prepare.source} is multilabel; set "
+                    f"multiclass task, but prepare.{source}.{key} is multilabel; set "
                     "task_weighting: none"
                 )
 
@@ -159,6 +161,5 @@ SIBNET_FORMULATION: dict[str, Any] = {
     "warmup_epochs": 0,
 }
 """The shipped ``sibnet`` method: the configuration ``studies/fidelity.yaml`` selected by
-validation macro AUC (``sib_lambda_0p01``; README, *What the evidence says*). The field defaults of
-:class:`SibnetParams` stay the formulation shipped before that study, which the study calls
-``sib_today``."""
+validation macro AUC (``sib_lambda_0p01``; README, *What the evidence says*). The field defaults
+of :class:`SibnetParams` are the study's ``sib_today`` formulation (paper weights 1.2 and 0.9)."""

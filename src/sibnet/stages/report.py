@@ -56,9 +56,6 @@ REPORT_FILES = (SUMMARY_FILE.name, *(f.name for f in SECTIONS.files()))
 files. The overlay figures only if some image was shown; a skipped section's figures not (its
 CSV tables are still written, header only)."""
 
-HEADLINE = ("dataset", "reference", "seeds", "confidence", "not_run")
-"""The entries of ``metrics.json`` that are the report's own, not a section's."""
-
 
 def report(
     params: Params,
@@ -115,7 +112,17 @@ def report(
                     f"report section {name!r} returns plot data {key!r}; the report stage "
                     f"writes {sorted(plots)}"
                 )
+            if plots[key] in plot_data:
+                raise ReportError(
+                    f"report section {name!r} returns plot data {key!r}, which an earlier "
+                    "section returns already"
+                )
             plot_data[plots[key]] = table
+    unsupplied = [key for key, path in plots.items() if path not in plot_data]
+    if unsupplied:
+        raise ReportError(
+            f"no report section returns the plot data {unsupplied}, outputs of the report stage"
+        )
     figures: dict[str, Figure] = {k: v for o in outputs.values() for k, v in o.figures.items()}
     with start_run(params, stage="report") as tracker, atomic_dir(report) as folder:
         tracker.log_params(

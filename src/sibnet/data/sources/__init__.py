@@ -10,8 +10,10 @@ medmnist, folder.
 Adding a built-in source ``<name>``: its params in ``sources/<name>.py`` (a
 :class:`SourceParams` subclass, ``register_source("<name>", ...)``), imported below; its
 adapter in ``adapters/<name>.py`` (``register_adapter("<name>", ...)``), imported by
-:mod:`sibnet.data.adapters`. A source outside the package is one module that defines both
-and calls :func:`register_adapter`.
+:mod:`sibnet.data.adapters`; append the imports, since registration order is dump order. A
+source outside the package is one module that defines both and calls
+:func:`register_adapter`, declared as a ``sibnet.extensions`` entry point
+(:mod:`sibnet.extensions`) so that every process imports it before validating the params.
 """
 
 # isort: off
@@ -32,6 +34,7 @@ from sibnet.data.sources.registry import (
 )
 
 __all__ = [
+    "BUILT_IN_SOURCES",
     "DEFAULT_SOURCE",
     "SOURCES",
     "Adapter",
@@ -43,3 +46,8 @@ __all__ = [
 
 DEFAULT_SOURCE = "phantom"
 """``prepare.source`` when the params do not set it: the built-in phantom."""
+
+BUILT_IN_SOURCES = tuple(SOURCES.names())
+"""The sources registered by this package, in registration order. Their sections are in every
+dump of the params; another source's only when it is the selected one (so installing an
+extension that registers a source changes no run's params, hashes or rerun decisions)."""

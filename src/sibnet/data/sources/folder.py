@@ -13,7 +13,8 @@ from pydantic import (
     model_validator,
 )
 
-from sibnet.data.sources.registry import ClassName, Name, SourceParams, register_source, unique
+from sibnet.data.sources.registry import SourceParams, register_source
+from sibnet.schema import ClassName, Name, unique
 
 __all__ = ["FolderParams"]
 
@@ -64,8 +65,8 @@ class FolderParams(SourceParams):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Dump the mask-column keys only when set, so that params without them dump (and hash,
-        see :func:`sibnet.models.classifier.params_hash`) as before those keys existed."""
+        """Dump the mask-column keys only when set: params that use mask folders (or no masks)
+        dump, and so hash (:func:`sibnet.models.classifier.params_hash`), without them."""
         data = handler(self)
         for key in ("lesion_mask_columns", "organ_mask_columns"):
             if data.get(key) is None:

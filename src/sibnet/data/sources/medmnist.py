@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from sibnet.data.sources.registry import ClassName, SourceParams, register_source, unique
+from sibnet.data.sources.registry import SourceParams, register_source
+from sibnet.schema import ClassName, unique
 
 __all__ = ["MedmnistParams"]
 

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from sibnet.registry import Registry, RegistryError
+from sibnet.schema import Section
 
 if TYPE_CHECKING:
     from sibnet.config import PrepareParams
@@ -37,35 +36,12 @@ if TYPE_CHECKING:
 __all__ = [
     "SOURCES",
     "Adapter",
-    "ClassName",
-    "Name",
-    "Section",
     "SourceError",
     "SourceParams",
     "SourceRegistry",
     "register_adapter",
     "register_source",
-    "unique",
 ]
-
-Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=64)]
-"""Names used in paths and stage names: a letter, then letters, digits or underscores."""
-
-ClassName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^/\\\x00]+$")]
-"""A class name: also a mask file name (``<class>.png``), so no slashes."""
-
-
-def unique(values: list[Any]) -> list[Any]:
-    """``values`` unchanged; a ``ValueError`` when an entry repeats."""
-    if len(set(values)) != len(values):
-        raise ValueError(f"entries must not repeat, got {values}")
-    return values
-
-
-class Section(BaseModel):
-    """Base of every params section: unknown keys are errors, values are never coerced."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class SourceParams(Section):

@@ -6,6 +6,7 @@ A dataset without organ masks (``segment.structures: []``) gives the reason inst
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,19 @@ __all__ = ["SECTION"]
 HEADING = "## Segmentation from the classifiers' encoders"
 
 
+def mode_reference(params: Params, methods: Sequence[str]) -> str:
+    """The method a mode's rows are compared with: ``report.reference`` where it was trained in
+    that mode, else ``segment.reference`` (the modes of ``segment.reference_modes`` are trained
+    for that method alone)."""
+    reference = params.report.reference
+    if reference in methods or params.segment.reference is None:
+        return reference
+    return params.segment.reference
+
+
 def segmentation_table(context: ReportContext, rows: pd.DataFrame) -> pd.DataFrame:
-    """Dice and HD95 per method and mode, with verdicts on Dice (Holm over the table)."""
+    """Dice and HD95 per method and mode, with verdicts on Dice (Holm over the table); each
+    mode compared with :func:`mode_reference`."""
     from sibnet.metrics.comparison import COMPARISON_COLUMNS, add_verdicts
 
     table = frames(
@@ -31,7 +43,9 @@ def segmentation_table(context: ReportContext, rows: pd.DataFrame) -> pd.DataFra
                 rows[rows["mode"] == mode],
                 ("dice", "hd95"),
                 keys=("id", "structure"),
-                reference=context.reference,
+                reference=mode_reference(
+                    context.params, rows.loc[rows["mode"] == mode, "method"].unique()
+                ),
                 boot=context.boot,
                 mode=mode,
             )
@@ -45,7 +59,22 @@ def segmentation_table(context: ReportContext, rows: pd.DataFrame) -> pd.DataFra
 def _markdown(params: Params, table: pd.DataFrame) -> str:
     settings = params.segment
     ref = params.report.reference
-    extra = settings.reference_modes if settings.reference else []
+    extra = (
+        f"{', '.join(settings.reference_modes) or 'nothing more'} also for `{settings.reference}`"
+        if settings.reference
+        else "nothing more"
+    )
+    references = {
+        mode: mode_reference(params, block["method"].unique())
+        for mode, block in table.groupby("mode", sort=False)
+    }
+    elsewhere = sorted(m for m, r in references.items() if r != ref)
+    against = (
+        f" Δ of {', '.join(elsewhere)} against `{settings.reference}`, the only method trained "
+        "in it."
+        if elsewhere
+        else ""
+    )
     pct = f"{100 * params.report.confidence:g}%"
     lines = [
         HEADING,
@@ -55,11 +84,10 @@ def _markdown(params: Params, table: pd.DataFrame) -> str:
         "training images, Dice + BCE), under each method's encoder: *frozen* (trained encoder "
         "fixed — the paper's transfer recipe), *finetune* (trained encoder learns too), "
         "*scratch* (the same network from random initialisation); "
-        f"{', '.join(settings.modes)} for every method, "
-        f"{', '.join(extra) or 'nothing more'} also for `{settings.reference or ref}`. "
+        f"{', '.join(settings.modes)} for every method, {extra}. "
         "Cells: mean [CI] over test images × structures, resampled by image (an image's "
         "structures together); HD95 in pixels, its Δ on the structures defined for both. "
-        "Verdicts on Δ Dice, Holm-corrected over the table's rows.",
+        f"Verdicts on Δ Dice, Holm-corrected over the table's rows.{against}",
         "",
         f"| method | mode | seeds | Dice | {pct} CI | HD95 (px) | {pct} CI | Δ Dice vs {ref} | "
         "interval of Δ | p (Holm) | verdict |",
@@ -68,7 +96,7 @@ def _markdown(params: Params, table: pd.DataFrame) -> str:
     for (method, mode), block in table.groupby(["method", "mode"], sort=False):
         block = block.set_index("score")
         d, h = block.loc["dice"], block.loc["hd95"]
-        delta = "reference | | |" if method == ref else delta_cells(d)
+        delta = "reference | | |" if method == references[mode] else delta_cells(d)
         lines.append(
             f"| {method} | {mode} | {int(d['n_seeds'])} | {value(d['mean'])} | {ci(d)} | "
             f"{value(h['mean'])} | {ci(h)} | {delta} |"
