@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,3 +30,20 @@ def export_revision(revision: str, destination: Path, *paths: str) -> Path:
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(destination, filter="data")
     return destination
+
+
+def interleaved_medians(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Median seconds of each step kind: one warm-up call of each, then ``repeats`` rounds
+    calling every kind once in turn (interleaved, so drifts of the machine hit every kind)."""
+    import statistics
+    import time
+
+    for run in steps.values():
+        run()
+    times: dict[str, list[float]] = {kind: [] for kind in steps}
+    for _ in range(repeats):
+        for kind, run in steps.items():
+            started = time.perf_counter()
+            run()
+            times[kind].append(time.perf_counter() - started)
+    return {kind: statistics.median(values) for kind, values in times.items()}

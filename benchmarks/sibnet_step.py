@@ -30,8 +30,6 @@ Results are printed and written to benchmarks/results/sibnet_step.json.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,7 +39,7 @@ from captum.attr import LayerGradCam
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from benchmarks import write_result
+from benchmarks import interleaved_medians, write_result
 from sibnet.config import MethodParams, load_params
 from sibnet.losses import build_objective, task_loss
 from sibnet.models.classifier import build_classifier
@@ -157,15 +155,7 @@ def _steps(architecture: str, classes: int, batch: int, size: int) -> dict[str, 
 
 def measure(architecture: str, classes: int, batch: int, size: int, repeats: int) -> dict:
     steps = _steps(architecture, classes, batch, size)
-    for run in steps.values():  # warm-up (and the SIBnet term scales)
-        run()
-    times: dict[str, list[float]] = {kind: [] for kind in steps}
-    for _ in range(repeats):
-        for kind, run in steps.items():
-            started = time.perf_counter()
-            run()
-            times[kind].append(time.perf_counter() - started)
-    median = {kind: statistics.median(values) for kind, values in times.items()}
+    median = interleaved_medians(steps, repeats)  # the warm-up sets the SIBnet term scales
     return {
         "architecture": architecture,
         "classes": classes,

@@ -22,10 +22,18 @@ def test_shipped_params_are_valid(path: Path) -> None:
     assert set(params.pipeline.methods) <= set(params.methods)
 
 
-STUDY_KEYS = ("pipeline", "methods", "report", "prepare.dataset", "prepare.phantom.sites")
+STUDY_KEYS = (
+    "pipeline",
+    "methods",
+    "report",
+    "prepare.dataset",
+    "prepare.phantom.sites",
+    "prepare.phantom.unlabeled_images",
+)
 """What a study may change: which methods run over which seeds (and the reference they are
-compared with), and for the phantom-site study the dataset. Training, evaluation, saliency,
-segmentation and the phantom otherwise stay the shipped ones."""
+compared with), for the phantom-site study the dataset, and for the unlabeled-images study the
+unlabeled images added to it. Training, evaluation, saliency, segmentation and the phantom
+otherwise stay the shipped ones."""
 
 
 def _without_study_keys(params: dict) -> dict:
@@ -34,7 +42,7 @@ def _without_study_keys(params: dict) -> dict:
         node = params
         for part in parents:
             node = node[part]
-        node.pop(last)
+        node.pop(last, None)  # a key left at its default may be left out of the dump
     return params
 
 

@@ -403,10 +403,26 @@ class ReportParams(_Bootstrap):
     """The ``report`` stage: tables and figures over every method and seed.
 
     ``reference`` is the method every other is compared with (paired bootstrap differences over
-    the same test images); it must be one of ``pipeline.methods``.
+    the same test images); it must be one of ``pipeline.methods``. ``pairs`` adds comparisons
+    of clean test macro AUC beyond those with the reference: each ``[method, against]`` (two
+    different methods of ``pipeline.methods``) gives ``method − against`` with the same
+    interval, and Holm's correction runs over the pairs (the report's *Paired comparisons*).
     """
 
     reference: Name = "baseline"
+    pairs: list[Annotated[list[Name], Field(min_length=2, max_length=2)]] = Field(
+        default_factory=list
+    )
+
+    @field_validator("pairs")
+    @classmethod
+    def _distinct_pairs(cls, pairs: list[list[str]]) -> list[list[str]]:
+        same = [p for p in pairs if p[0] == p[1]]
+        if same:
+            raise ValueError(f"a pair compares two different methods; got {same}")
+        if len({tuple(p) for p in pairs}) != len(pairs):
+            raise ValueError(f"pairs must not repeat, got {pairs}")
+        return pairs
 
 
 class PipelineParams(_Section):
@@ -495,6 +511,12 @@ class Params(_Section):
         if self.report.reference not in self.pipeline.methods:
             raise ValueError(
                 f"report.reference = {self.report.reference!r} is not one of pipeline.methods "
+                f"{self.pipeline.methods}"
+            )
+        strangers = sorted({m for p in self.report.pairs for m in p} - set(self.pipeline.methods))
+        if strangers:
+            raise ValueError(
+                f"report.pairs names {strangers}, which are not in pipeline.methods "
                 f"{self.pipeline.methods}"
             )
         organs = self.prepare.organs()

@@ -351,7 +351,7 @@ for _spec in (
     Stage(
         name="report",
         help="tables, figures and metrics.json over every method and seed",
-        inputs={"results": RESULTS, "models": MODELS},
+        inputs={"results": RESULTS, "models": MODELS, "prepared": PREPARED},
         outputs={
             "report": "results/report",
             "metrics": "results/metrics.json",

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampl
 from tqdm import tqdm
 
 from sibnet.config import ParamsError
-from sibnet.data.tensors import Batch
+from sibnet.data.tensors import Batch, with_unlabeled
 from sibnet.distributed import Rank, ShardedBatchSampler, all_reduce_sum
 from sibnet.reproducibility import seeded_generator, worker_init_fn
 
@@ -174,8 +174,16 @@ def train_epoch(
     device: torch.device | None = None,
     precision: Precision = "fp32",
     channels_last: bool = False,
+    unlabeled: DataLoader | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader`` minimising ``objective(model, batch)``.
+
+    ``unlabeled``, if given, is a loader of unlabeled images (SIBnet+, a method's ``unlabeled:
+    use``): every step joins its next batch to the labeled one
+    (:func:`sibnet.data.tensors.with_unlabeled`: the labeled images first, a ``labeled`` flag
+    per image), starting it again when it runs out; each epoch starts it afresh, so its order
+    depends only on its generator's state at the epoch's start (what a resumed run restores).
+    The epoch is the labeled loader's; the returned means are per labeled image.
 
     ``scheduler``, if given, steps after every batch. A loader over a
     :class:`~sibnet.distributed.ShardedBatchSampler` (data-parallel training, ``model`` wrapped
@@ -195,7 +203,16 @@ def train_epoch(
     shard = loader.batch_sampler if isinstance(loader.batch_sampler, ShardedBatchSampler) else None
     totals: dict[str, torch.Tensor] = {}
     count = 0
+    extra = None if unlabeled is None else iter(unlabeled)
     for step, batch in enumerate(_progress(loader, description)):
+        labeled = len(batch["image"])
+        if unlabeled is not None:
+            try:
+                more = next(extra)  # type: ignore[arg-type]
+            except StopIteration:
+                extra = iter(unlabeled)
+                more = next(extra)
+            batch = with_unlabeled(batch, more)
         batch = batch_to_device(batch, device, channels_last)
         images = batch["image"]
         optimizer.zero_grad(set_to_none=True)
@@ -206,8 +223,8 @@ def train_epoch(
         if scheduler is not None:
             scheduler.step()
         for name, value in {"loss": loss.detach(), **terms}.items():
-            totals[name] = totals.get(name, 0.0) + value * len(images)
-        count += len(images)
+            totals[name] = totals.get(name, 0.0) + value * labeled
+        count += labeled
     if shard is None:
         return {name: float(total) / count for name, total in totals.items()}
     names = sorted(totals)  # the same objective, so the same names, on every process

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from sibnet.cli import main
-from sibnet.config import Params, validate_params
+from sibnet.config import Params, ParamsError, validate_params
 from sibnet.dag import MODELS, RESULTS, gathered, stage
 from sibnet.files import write_json, write_npz
 from sibnet.metrics.classification import macro_auc
@@ -34,6 +34,10 @@ MODES = ["frozen", "finetune", "scratch"]
 N = 60
 NO_LESIONS = f"{NOTHING_TO_SCORE} (the dataset has no lesion masks)"
 SKIPPED_FIGURES = {"saliency_distributions.png", "saliency_overlay.png", "segmentation_overlay.png"}
+
+
+CONDITIONAL_FILES = {"pairs.csv", "training_images.csv"}
+"""Written only with ``report.pairs`` / a dataset with unlabeled images (not in these runs)."""
 
 
 def _params(methods: list[str], seeds: list[int]) -> Params:
@@ -248,6 +252,7 @@ def _report(params: Params, root: Path) -> dict:
         params,
         results=root / "results/phantom",
         models=root / "models/phantom",
+        prepared=root / "data/prepared/phantom",
         report=root / "results/report",
         metrics=root / "results/metrics.json",
         noise_plot=root / "results/plots/auc_vs_noise.csv",
@@ -336,8 +341,10 @@ def test_saliency_table_pools_seeds_per_map(reported) -> None:
 def test_report_folder_summary_and_plot_data(reported) -> None:
     _, root, _ = reported
     folder = root / "results/report"
-    assert {p.name for p in folder.iterdir()} == set(REPORT_FILES)
+    # the two conditional sections write nothing here (no report.pairs, no unlabeled images)
+    assert {p.name for p in folder.iterdir()} == set(REPORT_FILES) - CONDITIONAL_FILES
     summary = (folder / "summary.md").read_text()
+    assert "Paired comparisons" not in summary and "Training images" not in summary
     assert "2 methods × 2 seed(s) (0, 1)" in summary
     assert "| better | 2 |" in summary and "higher" in summary
     inputs = [line for line in summary.splitlines() if line.startswith("| `")]
@@ -444,6 +451,7 @@ def test_cli_reports_a_missing_run_output_and_exits_2(
     for option, path in (
         ("results", "results/phantom"),
         ("models", "models/phantom"),
+        ("prepared", "data/prepared/phantom"),
         ("report", "results/report"),
         ("metrics", "results/metrics.json"),
         ("noise_plot", "results/plots/a.csv"),
@@ -512,7 +520,7 @@ def test_a_skipped_stage_is_a_sentence_in_the_summary_without_figures(
         left_out |= {"saliency_distributions.png", "saliency_overlay.png"}
     if segmentation_skipped:
         left_out |= {"segmentation_overlay.png"}
-    assert {p.name for p in folder.iterdir()} == set(REPORT_FILES) - left_out
+    assert {p.name for p in folder.iterdir()} == set(REPORT_FILES) - left_out - CONDITIONAL_FILES
     for name in SKIPPED_FIGURES:
         assert (f"]({name})" in summary) == (name not in left_out), name
     assert "## Saliency agreement with the lesion masks" in summary
@@ -671,8 +679,10 @@ def test_a_registered_section_is_in_the_report(reported, toy_section, tmp_path: 
 
 def test_the_toy_section_is_gone_after_its_test() -> None:
     assert SECTIONS.names() == [
+        "training_images",
         "validation",
         "clean_auc",
+        "pairs",
         "noise",
         "saliency",
         "training",
@@ -710,7 +720,7 @@ def test_a_section_cannot_take_a_registered_name_or_file() -> None:
     ):
         with pytest.raises(ReportError, match=r"sibnet\.report\.sections\.SECTIONS: "):
             SECTIONS.add(section)
-    assert len(SECTIONS) == 6
+    assert len(SECTIONS) == 8
 
 
 def test_a_section_writing_an_undeclared_file_is_refused() -> None:
@@ -750,3 +760,84 @@ def test_segmentation_and_report_references_may_differ(reported, tmp_path: Path)
     summary = (copy / "results/report/summary.md").read_text()
     assert "Δ of finetune, scratch against `plain`, the only method trained in it." in summary
     assert "| plain | finetune | 2 |" in summary and "| plain | frozen | 2 |" in summary
+
+
+def test_report_pairs_compare_two_methods_like_the_reference_table(
+    reported, tmp_path: Path
+) -> None:
+    _, root, _ = reported
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    shutil.rmtree(copy / "results/report")
+    raw = _params(["plain", "better"], [0, 1]).model_dump(mode="json")
+    raw["report"]["pairs"] = [["better", "plain"], ["plain", "better"]]
+    metrics = _report(validate_params(raw), copy)
+    pairs = pd.read_csv(copy / "results/report/pairs.csv")
+    clean = pd.read_csv(copy / "results/report/clean_auc.csv").set_index("method")
+    assert pairs[["method", "against"]].values.tolist() == [
+        ["better", "plain"],
+        ["plain", "better"],
+    ]
+    # the same comparison as the clean table's against its reference, plain
+    for key in ("delta", "delta_ci_low", "delta_ci_high", "p_value"):
+        assert pairs.loc[0, key] == pytest.approx(clean.loc["better", key], abs=1e-6)
+    assert pairs.loc[1, "delta"] == pytest.approx(-pairs.loc[0, "delta"], abs=1e-6)
+    assert pairs.loc[0, "against_mean"] == pytest.approx(clean.loc["plain", "mean"], abs=1e-6)
+    # Holm over the two pairs (equal p-values: each doubled)
+    assert list(pairs["p_holm"]) == pytest.approx(
+        [min(1.0, 2 * pairs.loc[0, "p_value"])] * 2, abs=1e-5
+    )
+    assert [e["against"] for e in metrics["pairs"]] == ["plain", "better"]
+    summary = (copy / "results/report/summary.md").read_text()
+    assert "## Paired comparisons (clean test macro AUC)" in summary
+    assert "| better | plain |" in summary
+
+
+def test_report_pairs_are_checked_against_the_pipeline() -> None:
+    raw = _params(["plain", "better"], [0, 1]).model_dump(mode="json")
+    for pairs, message in (
+        ([["better", "other"]], "report.pairs names \\['other'\\]"),
+        ([["better", "better"]], "two different methods"),
+        ([["better", "plain"], ["better", "plain"]], "must not repeat"),
+        ([["better"]], "at least 2"),
+    ):
+        raw["report"]["pairs"] = pairs
+        with pytest.raises(ParamsError, match=message):
+            validate_params(raw)
+
+
+def test_training_images_table_where_the_dataset_has_unlabeled_images(
+    reported, tmp_path: Path
+) -> None:
+    _, root, _ = reported
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    shutil.rmtree(copy / "results/report")
+    write_json(
+        copy / "data/prepared/phantom/dataset.json",
+        {
+            "split_counts": {"train": 130, "val": 20, "test": 30},
+            "unlabeled": {"images": 30, "withheld_labels": 30, "origin": "test fixture"},
+        },
+    )
+    raw = _params(["plain", "better"], [0, 1]).model_dump(mode="json")
+    raw["prepare"]["phantom"]["unlabeled_images"] = 30
+    raw["methods"]["better"]["unlabeled"] = "oracle"
+    metrics = _report(validate_params(raw), copy)
+    table = pd.read_csv(copy / "results/report/training_images.csv").set_index("method")
+    assert table.loc[
+        "plain", ["training_images", "labeled_images", "unlabeled_images"]
+    ].tolist() == [100, 100, 0]
+    assert table.loc["better", ["training_images", "labeled_images"]].tolist() == [130, 130]
+    assert table.loc["better", "unlabeled"] == "oracle"
+    assert metrics["training_images"] == {
+        "train_labeled": 100,
+        "train_unlabeled": 30,
+        "withheld_labels": 30,
+        "val": 20,
+        "test": 30,
+        "origin": "test fixture",
+    }
+    summary = (copy / "results/report/summary.md").read_text()
+    assert "100 labeled and 30 unlabeled (test fixture" in summary
+    assert "data/prepared/phantom/dataset.json" in summary  # an input, with its hash

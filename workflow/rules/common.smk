@@ -15,7 +15,8 @@ from sibnet.extensions import load_extensions
 load_extensions()  # stages of installed extensions get their rules (sibnet.extensions)
 
 
-if workflow.config_settings.overwrite_config:
+# (overwrite_config also holds the --configfile contents; config holds only --config pairs)
+if workflow.config_settings.config:
     raise WorkflowError(
         "sibnet stages read their params file, so `--config key=value` overrides would not "
         "reach them: put the values in a params file and pass it with --configfile."

@@ -133,6 +133,7 @@ def _writer(root: Path, plan: Plan, size: tuple[int, int], shard_size: int, **kw
         image_size=size,
         shard_size=shard_size,
         lesion_masks=plan.lesion_masks,
+        unlabeled_origin=plan.unlabeled_origin,
         **kw,
     )
 
@@ -167,6 +168,8 @@ def _decode_chunk(
             source_sha256=[result["source_sha256"]],
             lesion_masks=None if result["lesion_masks"] is None else result["lesion_masks"][None],
             organ_masks=None if result["organ_masks"] is None else result["organ_masks"][None],
+            labeled=[record.labeled],
+            withheld_labels=[record.withheld_labels],
         )
     if kept:
         part.close()
@@ -175,6 +178,14 @@ def _decode_chunk(
 
 def _chunks(records: Sequence[Record], size: int) -> list[Sequence[Record]]:
     return [records[i : i + size] for i in range(0, len(records), size)]
+
+
+def _labeled_splits(part: Path) -> set[str]:
+    """The splits in which the prepared dataset ``part`` has labeled images."""
+    meta = json.loads((part / "dataset.json").read_text("utf-8"))
+    counts = dict(meta["split_counts"])
+    counts["train"] -= (meta.get("unlabeled") or {}).get("images", 0)
+    return {split for split, count in counts.items() if count}
 
 
 def _empty_splits(splits: Sequence[str], table: str, *, left_out: bool) -> list[Problem]:
@@ -263,8 +274,8 @@ def _ingest_files(
     table = plan.source.get("table", plan.name)
     tables = plan.source.get("tables", [table])
     problems = list(plan.problems)
-    fatal = plan.fatal or _empty_splits(
-        [r.split for r in plan.records], table, left_out=bool(problems)
+    fatal = plan.fatal or _empty_splits(  # unlabeled images fill no split
+        [r.split for r in plan.records if r.labeled], table, left_out=bool(problems)
     )
     if fatal:  # neither decoding nor leaving rows out can help: report what is known now
         raise DataError(order_problems(problems + fatal, tables), skippable=False)
@@ -325,14 +336,7 @@ def _ingest_files(
         write_rejects(report, problems)
         raise DataError(problems, report=report)
     parts = [work / f"chunk-{i:05d}" for i, e in enumerate(entries) if e["rows"]]
-    present = {
-        split
-        for part in parts
-        for split, count in json.loads((part / "dataset.json").read_text("utf-8"))[
-            "split_counts"
-        ].items()
-        if count
-    }
+    present = {split for part in parts for split in _labeled_splits(part)}
     empty = _empty_splits(sorted(present), table, left_out=bool(problems))
     if empty:
         raise DataError(order_problems(problems + empty, tables), skippable=False)

@@ -43,6 +43,9 @@ class Record:
         lesion_masks: one mask file per class (``None``: that class's mask is empty), or
             ``None`` when the image has no lesion annotation.
         organ_masks: one mask file per organ, or ``None`` when not annotated.
+        labeled: false for an unlabeled image (split ``train``, ``labels`` all -1; see
+            :mod:`sibnet.data.prepared`).
+        withheld_labels: the true labels of an unlabeled image, kept apart (``None``: none).
     """
 
     table: str
@@ -55,6 +58,8 @@ class Record:
     path: str
     lesion_masks: tuple[str | None, ...] | None = None
     organ_masks: tuple[str, ...] | None = None
+    labeled: bool = True
+    withheld_labels: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,9 @@ class Batch(TypedDict):
     unknown); ``ids``, ``splits``, ``patient_ids``, ``sources`` ``n`` strings each;
     ``source_sha256`` ``n`` hashes (absent: of the stored images); ``lesion_masks``
     ``(n, C, H, W)`` and ``organ_masks`` ``(n, K, H, W)`` bool (absent: not annotated);
-    ``extra`` further manifest columns, ``n`` values each.
+    ``extra`` further manifest columns, ``n`` values each; ``labeled`` ``n`` flags (absent:
+    all labeled) and ``withheld_labels`` ``n`` entries, each the true labels kept apart for an
+    unlabeled image or ``None`` (absent: none).
     """
 
     images: np.ndarray
@@ -87,6 +94,8 @@ class Batch(TypedDict):
     lesion_masks: NotRequired[np.ndarray]
     organ_masks: NotRequired[np.ndarray]
     extra: NotRequired[dict[str, Sequence[Any]]]
+    labeled: NotRequired[Sequence[bool]]
+    withheld_labels: NotRequired[Sequence[Sequence[int] | None]]
 
 
 @dataclass
@@ -103,7 +112,8 @@ class Plan:
     plans ingest appends the image settings and the number of rows rejected. ``problems`` are
     those of single rows (skippable); ``fatal`` those that leaving rows out cannot solve (a
     split that would be empty), reported with them but never skipped. An array plan's
-    ``batches`` yields only rows without problems.
+    ``batches`` yields only rows without problems. ``unlabeled_origin`` says, for
+    ``dataset.json``, what made some rows unlabeled (``None`` when every row is labeled).
     """
 
     name: str
@@ -118,6 +128,7 @@ class Plan:
     settings: ImageSettings | None = None
     batches: Callable[[], Iterator[Batch]] | None = None
     image_size: tuple[int, int] | None = None
+    unlabeled_origin: str | None = None
 
     def __post_init__(self) -> None:
         if (self.batches is None) == (self.settings is None):

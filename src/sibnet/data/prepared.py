@@ -8,6 +8,7 @@ A prepared dataset is one folder::
       images/shard-00000.npy         (n, 1, H, W) uint8, memory-mappable
       lesion_masks/shard-00000.npy   (n, C, H, ⌈W/8⌉) uint8: per-class lesion masks (saliency truth)
       organ_masks/shard-00000.npy    (n, K, H, ⌈W/8⌉) uint8: organ masks (segmentation targets)
+      withheld_labels.parquet        the true labels of unlabeled images (see below), if any
 
 Images are stored as 8-bit grey levels (like a PNG export) and read back as float32 in [0, 1].
 Masks are stored bit-packed along the last axis (``numpy.packbits``; 8× smaller, mostly empty)
@@ -19,6 +20,28 @@ Labels are 1 (positive) or 0 (negative); in multi-label tasks a train or val lab
 labels are always known. :meth:`PreparedDataset.open` checks that manifest, ``dataset.json`` and the
 arrays agree (and, with ``verify``, that every shard still has its recorded SHA-256) and names
 the file and row at fault otherwise.
+
+**Unlabeled images** (semi-supervised training: saliency terms that need no label can use
+them). Some training images may be *unlabeled*: their labels are not for training. The
+manifest then has the optional column ``labeled`` (:data:`OPTIONAL_COLUMNS`), false for those
+rows; like the mask shards it exists only when needed (absent: every image is labeled, and
+the files are byte for byte those of a dataset written before the column existed). An
+unlabeled image is always in split ``train`` (it counts in ``split_counts["train"]``); its
+stored ``labels`` are all -1, placeholders, never a label, in either task.
+:meth:`PreparedDataset.indices` gives a split's *labeled* images only;
+:meth:`PreparedDataset.unlabeled_indices` the unlabeled ones. ``dataset.json`` then has the key
+``unlabeled``: ``images`` (how many), ``withheld_labels`` (how many of them have withheld
+labels), ``origin`` (which params made them unlabeled) and, when some labels are withheld,
+``withheld_labels_file`` (path and SHA-256, checked by ``open(verify=True)``).
+
+Withheld labels: where a source drops labels that exist (the phantom's extra images, a
+fraction of the train patients), the true labels are not thrown away but kept apart, in
+``withheld_labels.parquet`` (``id``, ``labels`` as list<int8>, the unlabeled rows that have
+them in manifest order), so that the study's upper bound — the same training with every image
+labeled — is trained from the same prepared dataset in the same DAG. They are outside the
+manifest so that no reader of labels meets them by accident: only
+:meth:`PreparedDataset.withheld_labels` reads them. Images that come unlabeled (a folder's
+``unlabeled_csv``) have no withheld labels.
 """
 
 from __future__ import annotations
@@ -44,6 +67,8 @@ from sibnet.files import sha256_bytes, sha256_file, write_json
 __all__ = [
     "FORMAT",
     "MANIFEST_COLUMNS",
+    "OPTIONAL_COLUMNS",
+    "WITHHELD_LABELS",
     "PreparedDataset",
     "PreparedError",
     "PreparedWriter",
@@ -64,7 +89,17 @@ MANIFEST_COLUMNS: dict[str, str] = {
     "source_sha256": "SHA-256 of the source file's bytes (array sources: of the image's bytes)",
     "content_hash": "SHA-256 of the stored image and mask bytes",
 }
+OPTIONAL_COLUMNS: dict[str, str] = {
+    "labeled": "whether the image's labels are for training; false: an unlabeled image (train "
+    "only, labels all -1 placeholders). Written only when some image is unlabeled; absent: "
+    "every image is labeled",
+}
+"""Manifest columns that exist only when needed (after :data:`MANIFEST_COLUMNS`)."""
+WITHHELD_LABELS = "withheld_labels.parquet"
+"""The file of the labels withheld from unlabeled images (see the module docstring)."""
 _ARRAYS = ("images", "lesion_masks", "organ_masks")
+_WITHHELD = "_withheld"
+"""The writer's in-memory column of each row's withheld labels (``None``: none); never stored."""
 
 
 class PreparedError(ValueError, SibnetError):
@@ -127,11 +162,16 @@ def _write_index(
     organs: Sequence[str],
     image_size: tuple[int, int],
     source: dict[str, Any],
+    unlabeled_origin: str | None = None,
 ) -> pd.DataFrame:
     """Write ``manifest.parquet`` and ``dataset.json`` for shards already stored under ``root``.
 
     ``manifest`` holds every :data:`MANIFEST_COLUMNS` column (``labels`` as lists) and maybe
-    more; the documented columns come first, in order. Returns the manifest as written.
+    more; the documented columns come first, in order, then ``labeled`` when some row is
+    unlabeled (dropped when every row is labeled). Its column ``_withheld`` (each row's
+    withheld labels or ``None``), if any, goes to :data:`WITHHELD_LABELS` instead; an unlabeled
+    row needs ``unlabeled_origin`` (``dataset.json``'s ``unlabeled.origin``). Returns the
+    manifest as written.
     """
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
@@ -139,6 +179,21 @@ def _write_index(
     manifest = manifest[
         list(MANIFEST_COLUMNS) + [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
     ].reset_index(drop=True)
+    withheld = (
+        manifest.pop(_WITHHELD).tolist()
+        if _WITHHELD in manifest.columns
+        else [None] * len(manifest)
+    )
+    labeled = (
+        manifest.pop("labeled").to_numpy(bool)
+        if "labeled" in manifest.columns
+        else np.ones(len(manifest), bool)
+    )
+    if not labeled.all():  # written only when needed: all-labeled datasets are as before
+        manifest.insert(len(MANIFEST_COLUMNS), "labeled", labeled)
+    kept = [i for i, labels in enumerate(withheld) if labels is not None]
+    if any(labeled[i] for i in kept):
+        raise ValueError("withheld labels given for a labeled image")
     manifest["shard"] = manifest["shard"].astype(np.int32)
     manifest["row"] = manifest["row"].astype(np.int32)
     # plain lists of ints, however the rows came (a part's manifest reads back int8 arrays), so
@@ -152,6 +207,34 @@ def _write_index(
     )
     pq.write_table(table, Path(root) / "manifest.parquet", compression="zstd")
     counts = manifest.groupby("split").size().to_dict()
+    unlabeled: dict[str, Any] = {}
+    if not labeled.all():
+        if not unlabeled_origin:
+            raise ValueError("unlabeled images need an origin (what made them unlabeled)")
+        unlabeled = {
+            "unlabeled": {
+                "images": int((~labeled).sum()),
+                "withheld_labels": len(kept),
+                "origin": unlabeled_origin,
+            }
+        }
+    if kept:
+        pq.write_table(
+            pa.table(
+                {
+                    "id": pa.array(manifest["id"].iloc[kept].tolist(), type=pa.string()),
+                    "labels": pa.array(
+                        [np.asarray(withheld[i]).tolist() for i in kept], type=pa.list_(pa.int8())
+                    ),
+                }
+            ),
+            Path(root) / WITHHELD_LABELS,
+            compression="zstd",
+        )
+        unlabeled["unlabeled"]["withheld_labels_file"] = {
+            "path": WITHHELD_LABELS,
+            "sha256": sha256_file(Path(root) / WITHHELD_LABELS),
+        }
     write_json(
         Path(root) / "dataset.json",
         {
@@ -169,6 +252,7 @@ def _write_index(
             "shards": shards,
             "manifest_sha256": sha256_file(Path(root) / "manifest.parquet"),
             "source": source,
+            **unlabeled,
         },
     )
     return manifest
@@ -184,7 +268,10 @@ class PreparedWriter:
     over whole, then :meth:`close`. The writer writes into ``root`` directly: callers wrap it in
     :func:`sibnet.files.atomic_dir`. ``lesion_masks`` says whether the dataset stores per-class
     lesion masks; organ masks are stored when ``organs`` is not empty. A batch without masks of
-    a kind the dataset stores gets empty masks and ``has_*_masks`` false.
+    a kind the dataset stores gets empty masks and ``has_*_masks`` false. Rows added (or
+    appended) unlabeled make the dataset one with unlabeled images (see the module docstring);
+    ``unlabeled_origin`` then says what made them unlabeled (``dataset.json``'s
+    ``unlabeled.origin``).
     """
 
     root: Path
@@ -196,6 +283,7 @@ class PreparedWriter:
     shard_size: int
     lesion_masks: bool = False
     source: dict[str, Any] = field(default_factory=dict)
+    unlabeled_origin: str | None = None
     _rows: list[pd.DataFrame] = field(default_factory=list, init=False)
     _shards: list[dict[str, Any]] = field(default_factory=list, init=False)
     _pending: list[dict[str, Any]] = field(default_factory=list, init=False)
@@ -219,17 +307,24 @@ class PreparedWriter:
         lesion_masks: np.ndarray | None = None,
         organ_masks: np.ndarray | None = None,
         extra: dict[str, Sequence[Any]] | None = None,
+        labeled: Sequence[bool] | None = None,
+        withheld_labels: Sequence[Sequence[int] | None] | None = None,
     ) -> None:
         """Queue a batch of images.
 
         Args:
             images: ``(n, 1, H, W)`` float in [0, 1], or uint8 grey levels.
-            labels: ``(n, C)`` 1/0 (or -1: unknown, see :data:`MANIFEST_COLUMNS`).
+            labels: ``(n, C)`` 1/0 (or -1: unknown, see :data:`MANIFEST_COLUMNS`); all -1 in
+                an unlabeled row.
             ids, splits, patient_ids, sources: ``n`` strings each.
             source_sha256: ``n`` hashes of the sources; ``None``: of the stored images' bytes.
             lesion_masks: ``(n, C, H, W)`` bool, or ``None`` (not annotated).
             organ_masks: ``(n, K, H, W)`` bool, or ``None`` (not annotated).
             extra: further manifest columns, ``n`` values each.
+            labeled: ``n`` flags, false for an unlabeled image (split ``train`` only);
+                ``None``: every image labeled.
+            withheld_labels: ``n`` entries, each the ``C`` true labels withheld from an
+                unlabeled image, or ``None`` (none; always for a labeled image); ``None``: none.
         """
         n = len(images)
         height, width = self.image_size
@@ -238,16 +333,35 @@ class PreparedWriter:
             raise ValueError(f"images must have shape {expected}, got {images.shape}")
         if labels.shape != (n, len(self.classes)):
             raise ValueError(f"labels must have shape {(n, len(self.classes))}, got {labels.shape}")
+        flags = [True] * n if labeled is None else [bool(v) for v in labeled]
+        withheld = [None] * n if withheld_labels is None else list(withheld_labels)
+        if len(flags) != n or len(withheld) != n:
+            raise ValueError(f"labeled and withheld_labels must have {n} entries each")
+        for i in range(n):
+            if flags[i] and withheld[i] is not None:
+                raise ValueError(f"image {ids[i]!r}: withheld labels given for a labeled image")
+            if not flags[i] and (splits[i] != "train" or (labels[i] != -1).any()):
+                raise ValueError(
+                    f"image {ids[i]!r}: an unlabeled image must be in split 'train' with "
+                    f"labels all -1, got {splits[i]!r} and {labels[i].tolist()}"
+                )
+            if withheld[i] is not None:
+                withheld[i] = np.asarray(withheld[i], dtype=np.int8).tolist()
+                if len(withheld[i]) != len(self.classes):
+                    raise ValueError(
+                        f"image {ids[i]!r}: {len(withheld[i])} withheld labels for "
+                        f"{len(self.classes)} classes"
+                    )
         stored = images if images.dtype == np.uint8 else to_uint8(images)
         masks: dict[str, np.ndarray | None] = {}
-        flags: dict[str, bool] = {}
+        annotated: dict[str, bool] = {}
         for key, given, channels, kept in (
             ("lesion_masks", lesion_masks, len(self.classes), self.lesion_masks),
             ("organ_masks", organ_masks, len(self.organs), bool(self.organs)),
         ):
             if given is not None and not kept:
                 raise ValueError(f"{key} given, but this dataset does not store them")
-            flags[key] = given is not None
+            annotated[key] = given is not None
             masks[key] = (
                 None
                 if not kept
@@ -264,13 +378,15 @@ class PreparedWriter:
                     "split": list(splits),
                     "patient_id": list(patient_ids),
                     "labels": [row.astype(np.int8).tolist() for row in labels],
-                    "has_lesion_masks": [flags["lesion_masks"]] * n,
-                    "has_organ_masks": [flags["organ_masks"]] * n,
+                    "has_lesion_masks": [annotated["lesion_masks"]] * n,
+                    "has_organ_masks": [annotated["organ_masks"]] * n,
                     "source": list(sources),
                     "source_sha256": list(source_sha256)
                     if source_sha256 is not None
                     else [sha256_bytes(image.tobytes()) for image in stored],
                     **(extra or {}),
+                    "labeled": flags,
+                    _WITHHELD: withheld,
                 },
             }
         )
@@ -328,6 +444,13 @@ class PreparedWriter:
         if theirs != mine:
             raise ValueError(f"{part}: {theirs} differs from this dataset's {mine}")
         frame = pq.read_table(part / "manifest.parquet").to_pandas()
+        if "labeled" not in frame.columns:
+            frame["labeled"] = True
+        withheld: dict[str, list[int]] = {}
+        if "withheld_labels_file" in meta.get("unlabeled", {}):
+            table = pq.read_table(part / meta["unlabeled"]["withheld_labels_file"]["path"])
+            withheld = dict(zip(table["id"].to_pylist(), table["labels"].to_pylist(), strict=True))
+        frame[_WITHHELD] = [withheld.get(i) for i in frame["id"]]
         numbers = {}
         for old, shard in enumerate(meta["shards"]):
             number = len(self._shards)
@@ -359,6 +482,7 @@ class PreparedWriter:
             organs=self.organs,
             image_size=self.image_size,
             source=self.source,
+            unlabeled_origin=self.unlabeled_origin,
         )
 
 
@@ -384,6 +508,13 @@ class PreparedDataset:
         self.labels = np.array(manifest["labels"].tolist(), dtype=np.int8).reshape(
             len(manifest), len(self.classes)
         )
+        self._labeled = (
+            manifest["labeled"].to_numpy(bool).copy()
+            if "labeled" in manifest.columns
+            else np.ones(len(manifest), bool)
+        )
+        self._labeled.flags.writeable = False
+        self._withheld: tuple[np.ndarray, np.ndarray] | None = None
         self._shard = manifest["shard"].to_numpy()
         self._row = manifest["row"].to_numpy()
         self._arrays: dict[str, list[np.ndarray]] = {key: [] for key in _ARRAYS}
@@ -425,16 +556,76 @@ class PreparedDataset:
         manifest = pq.read_table(manifest_path).to_pandas()
         _check_manifest(root, meta, manifest)
         _check_shards(root, meta, verify=verify)
-        return cls(root, meta, manifest)
+        dataset = cls(root, meta, manifest)
+        dataset._withheld = _read_withheld(root, meta, manifest, verify=verify)
+        return dataset
 
     def __len__(self) -> int:
         return len(self.manifest)
 
     def indices(self, split: str) -> np.ndarray:
-        """Manifest row numbers of one split, in manifest order."""
+        """Manifest row numbers of one split's *labeled* images, in manifest order.
+
+        The unlabeled images (all in ``train``) are left out: they are
+        :meth:`unlabeled_indices`. Without unlabeled images: every row of the split.
+        """
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; accepted: {list(SPLITS)}")
-        return np.flatnonzero(self.manifest["split"].to_numpy() == split)
+        return np.flatnonzero((self.manifest["split"].to_numpy() == split) & self._labeled)
+
+    @property
+    def labeled(self) -> np.ndarray:
+        """``(N,)`` bool, read-only: whether each manifest row's labels are for training."""
+        return self._labeled
+
+    @property
+    def n_unlabeled(self) -> int:
+        """How many images are unlabeled (0: none)."""
+        return int((~self._labeled).sum())
+
+    def unlabeled_indices(self) -> np.ndarray:
+        """Manifest row numbers of the unlabeled (training) images, in manifest order; empty
+        when there are none. Their stored labels are placeholders (-1), never labels."""
+        return np.flatnonzero(~self._labeled)
+
+    def withheld_indices(self) -> np.ndarray:
+        """Manifest row numbers of the unlabeled images whose true labels the dataset keeps
+        apart (:meth:`withheld_labels`), in manifest order; empty when there are none."""
+        if self._withheld is None:
+            return np.zeros(0, dtype=np.int64)
+        return self._withheld[0].copy()
+
+    def withheld_labels(self, rows: np.ndarray) -> np.ndarray:
+        """``(n, C)`` int8: the labels withheld from the unlabeled images at manifest rows
+        ``rows`` (for the all-labeled upper bound only, never for semi-supervised training).
+
+        Raises:
+            PreparedError: the dataset has no withheld labels, or a row has none.
+        """
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if self._withheld is None:
+            raise PreparedError(
+                f"{self.root}: this dataset has no withheld labels (no {WITHHELD_LABELS}): "
+                + (
+                    "its unlabeled images came without labels"
+                    if self.n_unlabeled
+                    else "every image is labeled"
+                )
+            )
+        kept, labels = self._withheld
+        found = np.searchsorted(kept, rows)
+        missing = (found >= len(kept)) | (kept[np.minimum(found, len(kept) - 1)] != rows)
+        if missing.any():
+            row = int(rows[np.flatnonzero(missing)[0]])
+            what = (
+                f"image {self.manifest['id'].iloc[row]!r} is labeled"
+                if 0 <= row < len(self) and self._labeled[row]
+                else f"image {self.manifest['id'].iloc[row]!r} came without labels"
+                if 0 <= row < len(self)
+                else f"there is no row {row}"
+            )
+            raise PreparedError(f"{self.root}: row {row} has no withheld labels: {what}")
+        return labels[found].copy()
 
     def _gather(self, key: str, rows: np.ndarray) -> np.ndarray:
         if not self._arrays[key]:
@@ -489,7 +680,8 @@ def _check_manifest(root: Path, meta: dict[str, Any], manifest: pd.DataFrame) ->
                 f"{where}: row {row}: {len(labels)} labels, "
                 f"but dataset.json has {n_classes} classes"
             )
-    _check_labels(where, meta["task"], manifest)
+    labeled = _check_unlabeled(where, meta, manifest)
+    _check_labels(where, meta["task"], manifest, labeled)
     shards = manifest["shard"].to_numpy()
     rows = manifest["row"].to_numpy()
     limits = np.asarray([*shard_rows, 0])[np.clip(shards, -1, len(shard_rows))]
@@ -506,28 +698,137 @@ def _check_manifest(root: Path, meta: dict[str, Any], manifest: pd.DataFrame) ->
         raise PreparedError(f"{where}: two rows point at the same stored image")
 
 
-def _check_labels(where: Path, task: str, manifest: pd.DataFrame) -> None:
-    """Labels are 0/1; -1 (unknown) only in multi-label train/val rows; one-hot if multi-class."""
+def _check_unlabeled(where: Path, meta: dict[str, Any], manifest: pd.DataFrame) -> np.ndarray:
+    """The ``labeled`` column (all true when absent), checked: bool, unlabeled rows in train
+    only, and agreeing with ``dataset.json``'s ``unlabeled`` entry."""
+    recorded = meta.get("unlabeled")
+    if "labeled" not in manifest.columns:
+        if recorded:
+            raise PreparedError(
+                f"{where}: no column 'labeled', but dataset.json records "
+                f"{recorded.get('images')} unlabeled images"
+            )
+        return np.ones(len(manifest), bool)
+    column = manifest["labeled"]
+    if column.dtype != bool:
+        raise PreparedError(
+            f"{where}: column 'labeled' is {column.dtype}; accepted: bool (true: labeled)"
+        )
+    labeled = column.to_numpy(bool)
+    outside = np.flatnonzero(~labeled & (manifest["split"].to_numpy() != "train"))
+    if len(outside):
+        row = int(outside[0])
+        raise PreparedError(
+            f"{where}: row {row} (id {manifest['id'].iloc[row]!r}) is unlabeled (labeled "
+            f"false) but in split {manifest['split'].iloc[row]!r}; accepted: unlabeled images "
+            "only in split 'train'"
+        )
+    count = int((~labeled).sum())
+    if not isinstance(recorded, dict) or recorded.get("images") != count:
+        found = "no 'unlabeled' entry" if not recorded else f"{recorded.get('images')!r}"
+        raise PreparedError(
+            f"{where}: {count} unlabeled rows, but dataset.json records {found}; a dataset "
+            "with unlabeled images records their number in dataset.json's 'unlabeled.images'"
+        )
+    return labeled
+
+
+def _check_labels(
+    where: Path, task: str, manifest: pd.DataFrame, labeled: np.ndarray | None = None
+) -> None:
+    """Labels are 0/1; -1 (unknown) only in multi-label train/val rows; one-hot if multi-class;
+    an unlabeled row's labels (``labeled`` false) are all -1, in either task."""
     labels = np.array(manifest["labels"].tolist(), dtype=np.int64).reshape(len(manifest), -1)
+    if labeled is None:
+        labeled = np.ones(len(manifest), bool)
+    placeholder = np.flatnonzero(~labeled & ~(labels == -1).all(axis=1))
+    if len(placeholder):
+        row = int(placeholder[0])
+        raise PreparedError(
+            f"{where}: row {row} (id {manifest['id'].iloc[row]!r}) is unlabeled but has labels "
+            f"{labels[row].tolist()}; accepted: all -1 (placeholders) in an unlabeled row"
+        )
     test = manifest["split"].to_numpy() == "test"
     allowed = (labels == 0) | (labels == 1)
     if task == "multilabel":
         allowed |= (labels == -1) & ~test[:, None]
+    allowed |= ~labeled[:, None]
     bad = np.flatnonzero(~allowed.all(axis=1))
     if len(bad):
         row = int(bad[0])
         raise PreparedError(
             f"{where}: row {row} ({manifest['split'].iloc[row]}): labels {labels[row].tolist()}; "
-            "accepted: 0 or 1, and -1 (unknown) only in multi-label train/val rows"
+            "accepted: 0 or 1, and -1 (unknown) only in multi-label train/val rows (or, all -1, "
+            "in unlabeled rows)"
         )
     if task == "multiclass" and len(labels):
-        not_one_hot = np.flatnonzero(labels.sum(axis=1) != 1)
+        not_one_hot = np.flatnonzero((labels.sum(axis=1) != 1) & labeled)
         if len(not_one_hot):
             row = int(not_one_hot[0])
             raise PreparedError(
                 f"{where}: row {row}: multi-class labels must be one-hot, got "
                 f"{labels[row].tolist()}"
             )
+
+
+def _read_withheld(
+    root: Path, meta: dict[str, Any], manifest: pd.DataFrame, *, verify: bool
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The withheld labels, checked: ``(manifest rows, (n, C) int8 labels)`` in manifest
+    order, or ``None`` when the dataset has none."""
+    recorded = meta.get("unlabeled") or {}
+    count = recorded.get("withheld_labels", 0)
+    entry = recorded.get("withheld_labels_file")
+    meta_path = root / "dataset.json"
+    if not isinstance(count, int) or count < 0 or (count > 0) != (entry is not None):
+        raise PreparedError(
+            f"{meta_path}: 'unlabeled' records {count!r} withheld labels and "
+            f"{'a' if entry else 'no'} withheld_labels_file; accepted: a count ≥ 0, with the "
+            "file exactly when it is > 0"
+        )
+    if entry is None:
+        return None
+    path = root / entry["path"]
+    if not path.is_file():
+        raise PreparedError(f"{path}: withheld labels listed in dataset.json are missing")
+    if verify and sha256_file(path) != entry["sha256"]:
+        raise PreparedError(f"{path}: content differs from the hash in dataset.json")
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as error:
+        raise PreparedError(f"{path}: not a readable parquet file: {error}") from None
+    if table.column_names != ["id", "labels"]:
+        raise PreparedError(f"{path}: columns {table.column_names}; expected ['id', 'labels']")
+    ids = table["id"].to_pylist()
+    if len(ids) != count:
+        raise PreparedError(f"{path}: {len(ids)} rows, but dataset.json records {count}")
+    position = {image: row for row, image in enumerate(manifest["id"].tolist())}
+    labeled = (
+        manifest["labeled"].to_numpy(bool)
+        if "labeled" in manifest.columns
+        else np.ones(len(manifest), bool)
+    )
+    rows = np.array([position.get(image, -1) for image in ids], dtype=np.int64)
+    for k, (image, row) in enumerate(zip(ids, rows, strict=True)):
+        if row < 0 or labeled[row]:
+            what = "not in the manifest" if row < 0 else "a labeled image"
+            raise PreparedError(
+                f"{path}: row {k}: id {image!r} is {what}; accepted: the ids of unlabeled rows"
+            )
+    if len(rows) > 1 and (np.diff(rows) <= 0).any():
+        raise PreparedError(f"{path}: rows are not in manifest order")
+    n_classes = len(meta["classes"])
+    values = table["labels"].to_pylist()
+    for k, labels in enumerate(values):
+        if labels is None or len(labels) != n_classes:
+            raise PreparedError(
+                f"{path}: row {k} (id {ids[k]!r}): {0 if labels is None else len(labels)} "
+                f"labels, but dataset.json has {n_classes} classes"
+            )
+    labels = np.array(values, dtype=np.int8).reshape(len(values), n_classes)
+    frame = pd.DataFrame({"id": ids, "split": "train", "labels": list(labels)})
+    _check_labels(path, meta["task"], frame)
+    return rows, labels
 
 
 def _check_shards(root: Path, meta: dict[str, Any], *, verify: bool) -> None:

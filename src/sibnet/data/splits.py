@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SPLITS", "SplitError", "stratified_split"]
+__all__ = ["SPLITS", "SplitError", "stratified_split", "unlabeled_groups"]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -121,6 +121,38 @@ def stratified_split(
         group_split[chosen[size["test"] : size["test"] + size["val"]]] = "val"
         group_split[chosen[size["test"] + size["val"] :]] = "train"
     return group_split[inverse].astype(str)
+
+
+_UNLABELED_STREAM = 0x756E6C  # "unl": the draw of unlabeled groups, apart from the split's
+
+
+def unlabeled_groups(groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Which images lose their labels: those of ``fraction`` of the distinct ``groups``
+    (patients), drawn by ``seed`` (a stream of its own, not the split's).
+
+    ``round(groups × fraction)`` groups, but at least one when ``fraction`` > 0 and at most all
+    but one (a labeled group stays); the groups, in sorted order, are permuted by a generator
+    seeded with ``(seed, 0x756E6C)`` and the first taken. The result depends only on the set of
+    groups, the fraction and the seed, not on row order.
+
+    Args:
+        groups: ``(N,)`` group (patient) ids of the images that may lose their labels.
+        fraction: in [0, 1); 0 chooses none.
+        seed: the split seed.
+
+    Returns:
+        ``(N,)`` bool: true for the images whose labels are withheld.
+    """
+    groups = np.asarray(groups)
+    if not 0 <= fraction < 1:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    unique = np.unique(groups)
+    if fraction == 0 or len(unique) < 2:
+        return np.zeros(len(groups), bool)
+    count = min(max(round(len(unique) * fraction), 1), len(unique) - 1)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _UNLABELED_STREAM]))
+    chosen = unique[rng.permutation(len(unique))[:count]]
+    return np.isin(groups, chosen)
 
 
 def _fill_empty(

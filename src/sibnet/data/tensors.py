@@ -9,14 +9,14 @@ default collation stacks each key, so a batch is the same mapping with a batch d
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NotRequired, TypedDict
+from typing import NotRequired, TypedDict, cast
 
 import numpy as np
 import torch
 
 from sibnet.data.prepared import PreparedDataset, PreparedError
 
-__all__ = ["Batch", "OrganMaskBatch", "PreparedImages", "PreparedOrganMasks"]
+__all__ = ["Batch", "OrganMaskBatch", "PreparedImages", "PreparedOrganMasks", "with_unlabeled"]
 
 
 class Batch(TypedDict):
@@ -53,14 +53,45 @@ class PreparedImages(torch.utils.data.Dataset):
 
     Items are :class:`Batch` mappings without the batch dimension: ``image`` ``(1, H, W)``
     float32 in [0, 1]; ``target`` ``(C,)`` float32 0/1 (one-hot in multi-class tasks), -1 an
-    unknown label.
+    unknown label. A split's view holds its labeled images
+    (:meth:`~sibnet.data.prepared.PreparedDataset.indices`); :meth:`unlabeled` and
+    :meth:`with_withheld` are the two views of a dataset's unlabeled training images.
+
+    Attributes:
+        rows: ``(N,)`` the manifest rows, in manifest order.
+        targets: ``(N, C)`` int8, each row's target (the stored labels, or withheld ones).
     """
 
-    def __init__(self, dataset: PreparedDataset, split: str) -> None:
+    def __init__(
+        self,
+        dataset: PreparedDataset,
+        split: str,
+        *,
+        rows: np.ndarray | None = None,
+        targets: np.ndarray | None = None,
+    ) -> None:
         self.dataset = dataset
-        self.rows = dataset.indices(split)
+        self.rows = dataset.indices(split) if rows is None else np.asarray(rows)
+        self.targets = dataset.labels[self.rows] if targets is None else np.asarray(targets)
         if len(self.rows) == 0:
             raise PreparedError(f"{dataset.root}: the {split} split is empty")
+
+    @classmethod
+    def unlabeled(cls, dataset: PreparedDataset) -> PreparedImages:
+        """The unlabeled training images; their ``target`` is the stored placeholder (-1
+        everywhere), never a label: an objective reads the batch's ``labeled`` flags."""
+        return cls(dataset, "train (unlabeled images)", rows=dataset.unlabeled_indices())
+
+    @classmethod
+    def with_withheld(cls, dataset: PreparedDataset) -> PreparedImages:
+        """The training split as if every image were labeled: the labeled images and the
+        unlabeled ones with the labels the dataset withheld, in manifest order (the upper
+        bound of the unlabeled-images study, ``unlabeled: oracle``)."""
+        withheld = dataset.withheld_indices()
+        rows = np.sort(np.concatenate([dataset.indices("train"), withheld]))
+        targets = dataset.labels[rows].copy()
+        targets[np.searchsorted(rows, withheld)] = dataset.withheld_labels(withheld)
+        return cls(dataset, "train", rows=rows, targets=targets)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -68,8 +99,23 @@ class PreparedImages(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Batch:
         row = self.rows[index : index + 1]
         image = torch.from_numpy(self.dataset.images(row)[0])
-        target = torch.from_numpy(self.dataset.labels[row[0]].astype(np.float32))
+        target = torch.from_numpy(self.targets[index].astype(np.float32))
         return {"image": image, "target": target}
+
+
+def with_unlabeled(batch: Batch, unlabeled: Batch) -> Batch:
+    """A labeled batch ``(B, ...)`` and an unlabeled one ``(U, ...)`` → one batch
+    ``(B + U, ...)``, the labeled images first, with ``labeled`` ``(B + U,)`` bool (true for
+    the first ``B``). Both must have the same keys (``labeled`` aside)."""
+    keys = set(batch) - {"labeled"}
+    if keys != set(unlabeled) - {"labeled"}:
+        raise ValueError(f"batches differ in keys: {sorted(batch)} and {sorted(unlabeled)}")
+    merged = {key: torch.cat([batch[key], unlabeled[key]]) for key in keys}  # type: ignore[literal-required]
+    n, m = len(batch["image"]), len(unlabeled["image"])
+    flags = torch.zeros(n + m, dtype=torch.bool, device=batch["image"].device)
+    flags[:n] = True
+    merged["labeled"] = flags
+    return cast(Batch, {k: merged[k] for k in (*batch, "labeled") if k in merged})
 
 
 class PreparedOrganMasks(torch.utils.data.Dataset):

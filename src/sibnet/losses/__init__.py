@@ -1,7 +1,8 @@
 """Training losses, one file each: the task losses (``task``), the training objectives a
 method's ``objective:`` key chooses (the base and :func:`build_objective` in ``objective``;
-``cross_entropy``, ``sibnet_objective``), SIBnet's class distinctiveness and spatial coherence
-(``sibnet``) and the faithfulness term aimed at their collapse (``faithfulness``).
+``cross_entropy``, ``sibnet_objective``, ``entropy_minimization``), SIBnet's class
+distinctiveness and spatial coherence (``sibnet``) and the faithfulness term aimed at their
+collapse (``faithfulness``).
 
 Each objective's params (torch-free) are in :mod:`sibnet.objectives`; importing this package
 registers the built-in objectives' implementations for them.
@@ -10,6 +11,7 @@ registers the built-in objectives' implementations for them.
 from __future__ import annotations
 
 from sibnet.losses.cross_entropy import TaskObjective
+from sibnet.losses.entropy_minimization import EntropyMinimizationObjective, prediction_entropy
 from sibnet.losses.faithfulness import erasure_mask, faithfulness
 from sibnet.losses.objective import Objective, Terms, build_objective
 from sibnet.losses.sibnet import (
@@ -31,6 +33,7 @@ from sibnet.losses.task import (
 
 __all__ = [
     "ClassDistinctivenessLoss",
+    "EntropyMinimizationObjective",
     "MaskedBCEWithLogits",
     "Objective",
     "OneHotCrossEntropy",
@@ -45,6 +48,7 @@ __all__ = [
     "erasure_mask",
     "faithfulness",
     "otsu_threshold",
+    "prediction_entropy",
     "salient_region",
     "spatial_coherence",
     "task_loss",

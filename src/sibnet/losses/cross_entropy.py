@@ -32,5 +32,11 @@ class TaskObjective(Objective):
         return cls(task_loss(task, class_weights))
 
     def forward(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]:
+        labeled = batch.get("labeled")
+        if labeled is not None and not bool(labeled.all()):
+            raise ValueError(
+                "objective 'cross_entropy' has no term for unlabeled images, but the batch "
+                "holds some (a method with it trains with unlabeled: ignore or oracle)"
+            )
         loss = self.task(model(batch["image"]).float(), batch["target"])
         return loss, {"task": loss.detach()}

@@ -16,6 +16,13 @@ scales ``s`` are the terms' values at their first active training step (the orig
 implementation's scheme; in data-parallel training, the value over the whole global batch,
 shared by every process); otherwise ``s = 1``. A term whose weight is 0 is not computed.
 
+SIBnet+ (a method's ``unlabeled: use``): the batch holds labeled and unlabeled images and a
+``labeled`` flag per image (:func:`sibnet.engine.train_epoch`). One forward pass gives every
+image's logits and maps; the task loss (and faithfulness, which needs the labels) takes the
+labeled images' only, CD and SC the maps of all of them. Batch normalisation sees the joint
+batch. The unlabeled images' stored targets are placeholders that never reach a loss
+(``tests/test_unlabeled_training.py`` poisons them and finds loss and gradients unchanged).
+
 ``sibnet_reference`` in ``params.yaml`` is the original code's training loss
 (``ubern-mia/sibnet``, ``examples/train_and_eval_pytorch.py``): signed maps, ``α`` constant,
 SC on nearest-upsampled maps with border pixels kept by the erosion, the window clipped at the
@@ -222,11 +229,16 @@ class SibnetObjective(Objective):
         return cls(task_loss(task, class_weights), task_name=task, **options)
 
     def forward(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]:
-        """``batch["image"]`` ``(B, 1, H, W)``, ``batch["target"]`` ``(B, C)``."""
+        """``batch["image"]`` ``(B, 1, H, W)``, ``batch["target"]`` ``(B, C)``; with
+        ``batch["labeled"]`` ``(B,)`` (SIBnet+) the task loss and faithfulness take the labeled
+        images only, CD and SC every image (one forward pass over all ``B``)."""
         images, targets = batch["image"], batch["target"]
+        labeled = batch.get("labeled")
         factor = self.warmup_factor()
         self._step += 1
         if factor == 0.0 and self.warmup == "delay":  # warm-up: the task loss alone
+            if labeled is not None:
+                images, targets = images[labeled], targets[labeled]
             task = self._task(model(images).float(), targets)
             return self._scaled("task", task, len(images)), {"task": task.detach()}
         layer = unwrap(model).get_submodule(self.layer_name) if self.layer_name else None
@@ -241,14 +253,16 @@ class SibnetObjective(Objective):
         # Float32 from here on, also under bf16 autocast (see the module docstring).
         with torch.autocast(maps.device.type, enabled=False):
             logits, maps = logits.float(), maps.float()
+            if labeled is not None:  # the labels of the unlabeled images never reach a loss
+                logits, targets = logits[labeled], targets[labeled]
             task = self._task(logits, targets)
-            loss = self._scaled("task", task, len(images))
+            loss = self._scaled("task", task, len(targets))
             terms: Terms = {"task": task.detach()}
             saliency = 0.0
             for name, weight in self.lambdas.items():
                 if weight > 0:
-                    value = self._term(name, model, images, maps, targets)
-                    saliency = saliency + weight * self._scaled(name, value, len(images))
+                    value, count = self._term(name, model, images, maps, targets, labeled)
+                    saliency = saliency + weight * self._scaled(name, value, count)
                     terms[name] = value.detach()
             loss = loss + factor * saliency
         return loss, terms
@@ -260,14 +274,19 @@ class SibnetObjective(Objective):
         images: torch.Tensor,
         maps: torch.Tensor,
         targets: torch.Tensor,
-    ) -> torch.Tensor:
+        labeled: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, int]:
+        """Term ``name`` and the number of images it is a mean over; ``targets`` are the
+        labeled images' (``labeled``: which of ``images`` and ``maps`` those are)."""
         if name == "cd":
-            return class_distinctiveness(maps)
+            return class_distinctiveness(maps), len(maps)
         if name == "sc":
             if self.sc_resolution == "input":
                 maps = upsample(maps, tuple(images.shape[-2:]), self.sc_upsample)
-            return spatial_coherence(maps, kernel_size=self.sc_kernel, **self.sc_options)
-        return faithfulness(model, images, maps, targets, self.task_name)
+            return spatial_coherence(maps, kernel_size=self.sc_kernel, **self.sc_options), len(maps)
+        if labeled is not None:
+            images, maps = images[labeled], maps[labeled]
+        return faithfulness(model, images, maps, targets, self.task_name), len(targets)
 
     def resume_state(self) -> dict[str, Any]:
         """The normalisation state (scales and which are known), for a resumable checkpoint."""

@@ -3,8 +3,10 @@
 Torch-free (``sibnet.config`` and every stage import it): the registry
 (:mod:`sibnet.objectives.registry`), the shared base of every objective's params
 (:class:`ObjectiveParams`) and the built-in objectives' params, one module each:
-``cross_entropy`` (:mod:`sibnet.objectives.cross_entropy`, the task loss alone) and ``sibnet``
-(:mod:`sibnet.objectives.sibnet`, the task loss plus the SIBnet saliency terms). Their losses,
+``cross_entropy`` (:mod:`sibnet.objectives.cross_entropy`, the task loss alone), ``sibnet``
+(:mod:`sibnet.objectives.sibnet`, the task loss plus the SIBnet saliency terms) and
+``entropy_minimization`` (:mod:`sibnet.objectives.entropy_minimization`, the task loss plus
+the unlabeled images' prediction entropy). Their losses,
 the ``torch.nn.Module`` s, are in :mod:`sibnet.losses`, which builds a method's with
 :func:`sibnet.losses.build_objective`.
 
@@ -18,6 +20,7 @@ same in a module of its own distribution declared as a ``sibnet.extensions`` ent
 from __future__ import annotations
 
 from sibnet.objectives.cross_entropy import CrossEntropyParams
+from sibnet.objectives.entropy_minimization import EntropyMinimizationParams
 from sibnet.objectives.methods import DEFAULT_METHODS
 from sibnet.objectives.registry import (
     DEFAULT_OBJECTIVE,
@@ -40,6 +43,7 @@ __all__ = [
     "REGISTRY_NAME",
     "SIBNET_FORMULATION",
     "CrossEntropyParams",
+    "EntropyMinimizationParams",
     "ObjectiveParams",
     "ObjectiveRegistryError",
     "ObjectiveSpec",

@@ -64,6 +64,9 @@ DEFAULT_OBJECTIVE = "cross_entropy"
 ATTENTION_KEYS = ("attention_reduction", "attention_min_hidden")
 """The shared keys that apply only with an attention block."""
 
+UNLABELED_KEYS = ("unlabeled", "unlabeled_ratio")
+"""The shared keys on unlabeled training images, dumped last and only where they apply."""
+
 
 class ObjectiveRegistryError(RegistryError):
     """An objective is defined but not registered, or registered twice or incompletely."""
@@ -101,6 +104,19 @@ class ObjectiveParams(Section):
     the width has a floor, 8 by default, after timm's SE and CBAM, which round it up to a
     multiple of 8 (``rd_divisor=8``). These two keys are errors under ``attention: none``.
 
+    Unlabeled training images (a prepared dataset's ``labeled`` flag, SIBnet+): ``unlabeled``
+    says what the method does with them. ``ignore`` (the default): it trains on the labeled
+    images alone and its log says how many it left out. ``use``: each step takes a batch of
+    ``round(unlabeled_ratio · train.batch_size)`` unlabeled images beside the labeled batch
+    (``0.5``: one unlabeled image for two labeled ones); the task loss sees the labeled ones
+    only and the objective's label-free terms (:attr:`uses_unlabeled`) see both. ``oracle``:
+    the unlabeled images train as labeled ones with the labels the dataset withheld (the
+    study's upper bound, "every image labeled"). ``unlabeled_ratio`` is an error unless
+    ``unlabeled: use``; both keys are left out of the dump while ``unlabeled: ignore`` (so a
+    method's hash is what it was before they existed). A method of ``pipeline.methods`` that
+    uses them on a source yielding no unlabeled images (or ``oracle`` on images without withheld
+    labels) is refused before any work; ``sibnet train`` checks the prepared dataset too.
+
     ``ObjectiveParams.model_validate(mapping)`` validates with the class registered for the
     mapping's ``objective``; the base itself is never instantiated. A subclass declares
     ``objective: Literal["<name>"] = "<name>"`` and its own keys, and may override
@@ -114,11 +130,17 @@ class ObjectiveParams(Section):
     objective: str
     attention_reduction: int = Field(16, ge=1)
     attention_min_hidden: int = Field(8, ge=1)
+    unlabeled: Literal["ignore", "use", "oracle"] = "ignore"
+    unlabeled_ratio: float = Field(0.5, gt=0.0, le=16.0)
 
     terms: ClassVar[tuple[str, ...]] = ("task",)
     """Every term the objective may report (``train_<term>`` history columns, MLflow metrics),
     the task loss first; a built objective reports these or a subset
     (:attr:`sibnet.losses.Objective.term_names`)."""
+
+    uses_unlabeled: ClassVar[bool] = False
+    """Whether the objective has a term that learns from unlabeled images (``unlabeled: use``
+    is refused for one that has none)."""
 
     def __init__(self, /, **data: Any) -> None:
         if type(self) is ObjectiveParams:
@@ -147,12 +169,33 @@ class ObjectiveParams(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _unlabeled_keys(self) -> ObjectiveParams:
+        if self.unlabeled != "use":
+            self.refuse_keys(("unlabeled_ratio",), "unlabeled: use", "unlabeled: use")
+        if self.unlabeled == "use" and not self.uses_unlabeled:
+            able = sorted(s.name for s in _REGISTRY.values() if s.params.uses_unlabeled)
+            raise ValueError(
+                f"unlabeled: use needs an objective with a term that learns from unlabeled "
+                f"images; objective {self.objective!r} has none (its task loss needs labels). "
+                f"Accepted: unlabeled: ignore or oracle, or one of the objectives {able}"
+            )
+        return self
+
     def refuse_keys(self, keys: tuple[str, ...], which: str, remedy: str) -> None:
         """Raise ``ValueError`` if any of ``keys`` was set although it does not apply (to
         ``which``; ``remedy`` is what would make it apply)."""
         stray = sorted(set(keys) & self.model_fields_set)
         if stray:
             raise ValueError(f"{stray} apply only to {which}; remove them or set {remedy}")
+
+    def unlabeled_batch_size(self, batch_size: int, processes: int = 1) -> int:
+        """Unlabeled images per step beside ``train.batch_size`` labeled ones (``unlabeled:
+        use``; 0 otherwise): ``round(unlabeled_ratio · batch_size)``, rounded to a multiple of
+        the data-parallel ``processes`` (at least one image per process)."""
+        if self.unlabeled != "use":
+            return 0
+        return max(processes, round(self.unlabeled_ratio * batch_size / processes) * processes)
 
     def inapplicable_keys(self) -> tuple[str, ...]:
         """The objective's keys that do not apply with these values (left out of the dump, so
@@ -161,7 +204,25 @@ class ObjectiveParams(Section):
 
     def check(self, name: str, params: Params) -> None:
         """Checks against the rest of the params file, for method ``name``; raise
-        ``ValueError`` naming ``methods.<name>.<key>`` and what is accepted."""
+        ``ValueError`` naming ``methods.<name>.<key>`` and what is accepted. A subclass that
+        overrides it calls this one."""
+        if self.unlabeled == "ignore" or name not in params.pipeline.methods:
+            return
+        section = f"prepare.{params.prepare.source}"
+        has, withheld = params.prepare.section().unlabeled_images()
+        if not has:
+            raise ValueError(
+                f"methods.{name}.unlabeled = {self.unlabeled!r} asks for unlabeled training "
+                f"images, but {section} yields none; add some (prepare.phantom.unlabeled_images, "
+                "or unlabeled_fraction / unlabeled_csv of a folder or chexpert source) or set "
+                f"methods.{name}.unlabeled: ignore"
+            )
+        if self.unlabeled == "oracle" and not withheld:
+            raise ValueError(
+                f"methods.{name}.unlabeled = 'oracle' trains with the withheld labels of the "
+                f"unlabeled images, but some of {section}'s unlabeled images have none "
+                "(an unlabeled_csv has no labels); accepted: use or ignore"
+            )
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -172,6 +233,11 @@ class ObjectiveParams(Section):
         widths = {key: data.pop(key) for key in ATTENTION_KEYS if key in data}
         if self.attention != "none":
             data.update(widths)
+        unlabeled = {key: data.pop(key) for key in UNLABELED_KEYS if key in data}
+        if self.unlabeled != "ignore":  # absent when ignored: older dumps and hashes hold
+            data["unlabeled"] = unlabeled["unlabeled"]
+        if self.unlabeled == "use":
+            data["unlabeled_ratio"] = unlabeled["unlabeled_ratio"]
         return data
 
 

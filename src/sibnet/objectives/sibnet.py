@@ -73,11 +73,21 @@ class SibnetParams(ObjectiveParams):
     """The task loss, class distinctiveness, spatial coherence and faithfulness (those whose
     weight is not 0)."""
 
+    uses_unlabeled: ClassVar[bool] = True
+    """CD and SC need no labels: with ``unlabeled: use`` they run on the labeled and the
+    unlabeled images of a step (SIBnet+), the task loss and faithfulness on the labeled ones."""
+
     @model_validator(mode="after")
     def _formulation(self) -> SibnetParams:
         if self.lambda_cd == 0 and self.lambda_sc == 0 and self.lambda_faith == 0:
             raise ValueError(
                 "objective 'sibnet' needs lambda_cd > 0, lambda_sc > 0 or lambda_faith > 0"
+            )
+        if self.unlabeled == "use" and self.lambda_cd == 0 and self.lambda_sc == 0:
+            raise ValueError(
+                "unlabeled: use feeds unlabeled images to class distinctiveness and spatial "
+                "coherence, but lambda_cd and lambda_sc are 0 (faithfulness needs labels); "
+                "set one of them > 0 or unlabeled: ignore"
             )
         if self.sc_kernel % 2 == 0:
             raise ValueError(f"sc_kernel must be odd, got {self.sc_kernel}")
@@ -97,7 +107,9 @@ class SibnetParams(ObjectiveParams):
 
     def check(self, name: str, params: Params) -> None:
         """``warmup_epochs`` against ``train.epochs``, ``lambda_faith`` against
-        ``train.processes``, ``task_weighting`` against ``train.class_weights`` and the task."""
+        ``train.processes``, ``task_weighting`` against ``train.class_weights`` and the task,
+        and the shared checks (:meth:`ObjectiveParams.check`)."""
+        super().check(name, params)
         epochs = params.train.epochs
         if self.warmup_epochs >= epochs:
             raise ValueError(

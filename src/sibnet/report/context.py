@@ -50,11 +50,13 @@ class ReportContext:
         params: validated params.
         results: ``results/<dataset>``, the per-run results folder.
         models: ``models/<dataset>``, the per-run models folder.
+        prepared: the prepared dataset folder (``None``: a report that reads nothing of it).
     """
 
     params: Params
     results: Path
     models: Path
+    prepared: Path | None = None
     _read: list[tuple[str, Path]] = field(default_factory=list, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -110,6 +112,23 @@ class ReportContext:
         if (stage_name, path) not in self._read:
             self._read.append((stage_name, path))
         return path
+
+    def dataset_meta(self) -> dict[str, Any]:
+        """The prepared dataset's ``dataset.json``, read once (recorded as an input).
+
+        Raises:
+            ReportError: no prepared dataset was given, or its ``dataset.json`` is missing.
+        """
+        if "dataset" not in self._cache:
+            path = None if self.prepared is None else self.prepared / "dataset.json"
+            if path is None or not path.is_file():
+                raise ReportError(
+                    f"{path or 'the prepared dataset'}: missing; it is written by `sibnet "
+                    "prepare` (run the whole pipeline: snakemake --cores all, or dvc repro)"
+                )
+            self._read.append(("prepare", path))
+            self._cache["dataset"] = json.loads(path.read_text(encoding="utf-8"))
+        return self._cache["dataset"]
 
     def inputs(self) -> list[Path]:
         """Every file read, grouped by the stage that wrote it (stages by name), each group in

@@ -62,6 +62,7 @@ def report(
     *,
     results: Path,
     models: Path,
+    prepared: Path,
     report: Path,
     metrics: Path,
     noise_plot: Path,
@@ -73,6 +74,8 @@ def report(
         params: validated params (``report``, ``pipeline`` and the scoring sections are used).
         results: ``results/<dataset>``, the per-run results folder.
         models: ``models/<dataset>``, the per-run models folder (training histories).
+        prepared: the prepared dataset (its ``dataset.json``, read where the source yields
+            unlabeled images: the *Training images* section).
         report: output folder ``results/report``.
         metrics: output ``results/metrics.json``.
         noise_plot, saliency_plot: output plot data (CSV) for ``dvc plots``.
@@ -86,7 +89,7 @@ def report(
             returns what it does not declare.
     """
     SECTIONS.check()
-    context = ReportContext(params, results=results, models=models)
+    context = ReportContext(params, results=results, models=models, prepared=prepared)
     outputs = {section.name: _build(section, context) for section in SECTIONS.values()}
     summary: dict[str, Any] = {
         "dataset": params.prepare.dataset,

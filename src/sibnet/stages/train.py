@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from sibnet.config import Params
+from sibnet.config import Params, ParamsError
 from sibnet.data.prepared import PreparedDataset
 from sibnet.data.tensors import PreparedImages
 from sibnet.distributed import (
@@ -53,6 +53,7 @@ from sibnet.tracking import Tracker, start_run
 
 __all__ = [
     "RESUME_FORMAT",
+    "UNLABELED_SEED_OFFSET",
     "class_weights",
     "history_columns",
     "resume_path",
@@ -135,6 +136,66 @@ def class_weights(labels: np.ndarray, task: str) -> torch.Tensor:
     return torch.tensor(np.nan_to_num(weights, nan=1.0), dtype=torch.float32)
 
 
+UNLABELED_SEED_OFFSET = 7919
+"""The unlabeled images' loader shuffles with ``seed + UNLABELED_SEED_OFFSET`` (its own stream,
+so its order is not the labeled loader's)."""
+
+
+def _training_images(
+    dataset: PreparedDataset, method: str, usage: str, rank: Rank
+) -> tuple[PreparedImages, PreparedImages | None]:
+    """The training images of a method with ``unlabeled: usage`` and, for ``use``, the
+    unlabeled ones (see :class:`sibnet.objectives.ObjectiveParams`).
+
+    Raises:
+        ParamsError: the method asks for unlabeled images (or their withheld labels) the
+            prepared dataset does not have; before any training.
+    """
+    count, withheld = dataset.n_unlabeled, len(dataset.withheld_indices())
+    key = f"methods.{method}.unlabeled = {usage!r}"
+    if usage != "ignore" and count == 0:
+        raise ParamsError(
+            f"{key} asks for unlabeled training images, but {dataset.root} has none "
+            "(dataset.json has no 'unlabeled' entry); re-prepare with some or set unlabeled: "
+            "ignore"
+        )
+    if usage == "oracle":
+        if withheld < count:
+            raise ParamsError(
+                f"{key} trains with the withheld labels of the unlabeled images, but "
+                f"{dataset.root} withholds labels for {withheld} of its {count}; accepted: "
+                "use or ignore"
+            )
+        return PreparedImages.with_withheld(dataset), None
+    if usage == "use":
+        return PreparedImages(dataset, "train"), PreparedImages.unlabeled(dataset)
+    if count and rank.main:
+        log.info(
+            "%s ignores the %d unlabeled training images of %s (methods.%s.unlabeled: ignore)",
+            method,
+            count,
+            dataset.root,
+            method,
+        )
+    return PreparedImages(dataset, "train"), None
+
+
+def _unlabeled_record(
+    dataset: PreparedDataset, usage: str, loader: torch.utils.data.DataLoader | None
+) -> dict[str, Any]:
+    """What a run did with the dataset's unlabeled images (MLflow params, the checkpoint)."""
+    if not dataset.n_unlabeled:
+        return {}
+    used = {"ignore": 0, "use": dataset.n_unlabeled, "oracle": dataset.n_unlabeled}[usage]
+    return {
+        "unlabeled_usage": usage,
+        "unlabeled_images": dataset.n_unlabeled,
+        "unlabeled_images_used": used,
+        # the global batch: a BatchSampler's, or a ShardedBatchSampler's (several processes)
+        "unlabeled_batch_size": 0 if loader is None else int(loader.batch_sampler.batch_size),
+    }
+
+
 def train(
     params: Params, *, prepared: Path, checkpoint: Path, history: Path, method: str, seed: int
 ) -> pd.DataFrame:
@@ -213,7 +274,8 @@ def _train(
     device = rank.device
     configure_torch(settings.threads, warn_only=device.type == "cuda")
     dataset = PreparedDataset.open(prepared, verify=True)
-    train_set, val_set = PreparedImages(dataset, "train"), PreparedImages(dataset, "val")
+    train_set, unlabeled_set = _training_images(dataset, method, spec.unlabeled, rank)
+    val_set = PreparedImages(dataset, "val")
     for split, images in (("train", train_set), ("val", val_set)):
         if len(images) < rank.world:
             raise DistributedError(
@@ -234,7 +296,7 @@ def _train(
         model = model.to(memory_format=torch.channels_last)
     weights = None
     if settings.class_weights:
-        weights = class_weights(dataset.labels[train_set.rows], dataset.task)
+        weights = class_weights(train_set.targets, dataset.task)
     objective = build_objective(spec, dataset.task, weights).to(device)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
@@ -257,12 +319,25 @@ def _train(
         pin_memory=pin,
         shard=rank,
     )
+    unlabeled_loader = None
+    if unlabeled_set is not None:
+        unlabeled_loader = make_loader(
+            unlabeled_set,
+            batch_size=spec.unlabeled_batch_size(settings.batch_size, rank.world),
+            shuffle=True,
+            seed=seed + UNLABELED_SEED_OFFSET,
+            num_workers=settings.num_workers,
+            pin_memory=pin,
+            shard=rank,
+        )
     scheduler = None
     if settings.lr_schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=settings.epochs * len(train_loader)
         )
     generators = {"train": train_loader.generator, "val": val_loader.generator}
+    if unlabeled_loader is not None:
+        generators["unlabeled"] = unlabeled_loader.generator
     steps: dict[str, Any] = {
         "device": device,
         "precision": settings.precision,
@@ -290,10 +365,11 @@ def _train(
             scheduler.load_state_dict(state["scheduler"])
         objective.load_resume_state(state["objective"])
         rows, best, first = list(state["rows"]), dict(state["best"]), int(state["epoch"]) + 1
-        if train_loader.persistent_workers:
-            # The original run drew the workers' base seed from the loader's generator in its
-            # first epoch only; start the workers now, then restore the generator.
-            iter(train_loader)
+        for loader in (train_loader, unlabeled_loader):
+            if loader is not None and loader.persistent_workers:
+                # The original run drew the workers' base seed from the loader's generator in
+                # its first epoch only; start the workers now, then restore the generator.
+                iter(loader)
         set_rng_state(state["rng"][rank.rank], generators)
         if rank.main:
             log.info("resuming %s seed %d from %s: epoch %d next", method, seed, resume, first)
@@ -310,7 +386,8 @@ def _train(
         else contextlib.nullcontext(Tracker(None))
     )
     with tracking as tracker:
-        tracker.log_params({**described, "seed": seed, "task": dataset.task})
+        used = _unlabeled_record(dataset, spec.unlabeled, unlabeled_loader)
+        tracker.log_params({**described, "seed": seed, "task": dataset.task, **used})
         for epoch in tqdm(
             range(first, settings.epochs + 1),
             desc=f"{method} seed {seed}",
@@ -321,7 +398,13 @@ def _train(
             started = time.perf_counter()
             objective.begin_epoch(epoch, len(train_loader))
             terms = train_epoch(
-                net, train_loader, objective, optimizer, scheduler=scheduler, **steps
+                net,
+                train_loader,
+                objective,
+                optimizer,
+                scheduler=scheduler,
+                unlabeled=unlabeled_loader,
+                **steps,
             )
             scored = _validate(model, val_loader, dataset.task, objective.task, rank, steps)
             rng = gather_objects(get_rng_state(generators))
@@ -401,6 +484,8 @@ def _train(
                 "terms": list(objective.term_names),
                 "term_scales": objective.scales(),
                 "processes": rank.world,
+                # only where the dataset has unlabeled images: other checkpoints stay as before
+                **({"unlabeled": used} if dataset.n_unlabeled else {}),
             },
         )
         with atomic_file(history) as tmp:

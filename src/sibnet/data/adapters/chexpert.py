@@ -23,6 +23,11 @@ Decisions:
 - **Images**: resized to ``prepare.size`` by ``prepare.resize`` (see :mod:`sibnet.data.images`).
 - **Expert masks** (optional, for saliency agreement): ``prepare.chexpert.lesion_masks`` is a
   folder of ``<Path without suffix>/<class>.png`` (see :mod:`sibnet.data.adapters.tables`).
+- **Unlabeled images** (optional): with ``unlabeled_fraction`` > 0, once train and val are
+  drawn, the images of that fraction of the train patients are made unlabeled and their labels
+  withheld (:func:`~sibnet.data.adapters.tables.withhold_labels`, seeded by
+  ``prepare.split.seed``; see :mod:`sibnet.data.prepared`). (The folder source's
+  ``unlabeled_csv``, images that come without labels, has no CheXpert counterpart.)
 - Only ``Path``, ``Frontal/Lateral`` and the class columns are read; ``Sex``, ``Age``, ``AP/PA``
   and the other observations never leave the CSV.
 - **Configuration errors**: a ``root`` or ``lesion_masks`` folder, a ``train_csv`` or
@@ -48,6 +53,7 @@ from sibnet.data.adapters.tables import (
     mask_files,
     read_table,
     relative_image_path,
+    withhold_labels,
 )
 from sibnet.data.plan import ImageSettings, Plan, Record
 from sibnet.data.problems import Problem
@@ -228,6 +234,14 @@ def plan_chexpert(params: PrepareParams) -> Plan:
         )
         for p in good
     ]
+    origin = None
+    if options.unlabeled_fraction > 0 and not fatal:
+        records, dropped = withhold_labels(records, options.unlabeled_fraction, params.split.seed)
+        if dropped:
+            origin = (
+                f"prepare.chexpert.unlabeled_fraction {options.unlabeled_fraction:g} of train "
+                f"patients (seed {params.split.seed}): {dropped} patients"
+            )
     return Plan(
         name=params.dataset,
         task="multilabel",
@@ -246,7 +260,13 @@ def plan_chexpert(params: PrepareParams) -> Plan:
             "frontal_only": options.frontal_only,
             "lateral_left_out": lateral,
             "lesion_masks": masks is not None,
+            **(
+                {"unlabeled_fraction": options.unlabeled_fraction}
+                if options.unlabeled_fraction > 0
+                else {}
+            ),
         },
+        unlabeled_origin=origin,
     )
 
 

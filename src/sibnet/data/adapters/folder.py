@@ -26,6 +26,19 @@
 
 Only the named columns are read; any other column of the CSV never leaves it.
 
+Unlabeled training images (:mod:`sibnet.data.prepared`), either or both of:
+
+- ``unlabeled_fraction``: after the splits are drawn (or read from ``split_column``), the
+  images of that fraction of the train patients (by patient; without ``patient_column`` by
+  image) are made unlabeled, their labels withheld
+  (:func:`~sibnet.data.splits.unlabeled_groups`, seeded by ``prepare.split.seed``);
+- ``unlabeled_csv``: a second CSV (relative to ``root``, or absolute) with ``path_column``
+  (and ``patient_column`` when set), no label columns: its images are added to train,
+  unlabeled, with no labels withheld. Its rows have the problems of the main CSV's (path,
+  missing file, duplicate path across both CSVs, masks from the mask folders), and a patient
+  who is in val or test is a problem of the row (a patient stays in one split). Mask columns
+  are not read from it: its images have masks only through the mask folders.
+
 Configuration errors: a ``root`` or mask folder that is not there, a CSV that is not there, or
 a column the params name (``path_column``, the classes or ``label_column``, ``patient_column``,
 ``split_column``, the mask columns) that the CSV lacks is a
@@ -53,6 +66,7 @@ from sibnet.data.adapters.tables import (
     mask_files,
     read_table,
     relative_image_path,
+    withhold_labels,
 )
 from sibnet.data.plan import ImageSettings, Plan, Record
 from sibnet.data.problems import Problem
@@ -69,6 +83,21 @@ _KEY = "prepare.folder"
 def _csv_path(options: FolderParams) -> Path:
     csv = Path(options.csv)
     return csv if csv.is_absolute() else Path(options.root or ".") / csv
+
+
+def _unlabeled_csv_path(options: FolderParams) -> Path | None:
+    if options.unlabeled_csv is None:
+        return None
+    csv = Path(options.unlabeled_csv)
+    return csv if csv.is_absolute() else Path(options.root or ".") / csv
+
+
+def _unlabeled_columns(options: FolderParams) -> dict[str, str]:
+    """The columns of ``unlabeled_csv`` that are read, each → the key naming it."""
+    columns = {options.path_column: f"{_KEY}.path_column"}
+    if options.patient_column is not None:
+        columns.setdefault(options.patient_column, f"{_KEY}.patient_column")
+    return columns
 
 
 def _columns(options: FolderParams) -> dict[str, str]:
@@ -113,6 +142,14 @@ def check_folder(params: PrepareParams) -> None:
     check_table(
         _csv_path(options), _columns(options), key=f"{_KEY}.csv", name=Path(options.csv).name
     )
+    unlabeled = _unlabeled_csv_path(options)
+    if unlabeled is not None:
+        check_table(
+            unlabeled,
+            _unlabeled_columns(options),
+            key=f"{_KEY}.unlabeled_csv",
+            name=Path(str(options.unlabeled_csv)).name,
+        )
 
 
 def plan_folder(params: PrepareParams) -> Plan:
@@ -251,6 +288,41 @@ def plan_folder(params: PrepareParams) -> Plan:
         for p in good
         if p["row"] not in failed and not fatal
     ]
+    origins: list[str] = []
+    source = {
+        "adapter": "folder",
+        "table": table_name,
+        "intensity": options.intensity,
+        "split_column": options.split_column is not None,
+        "patient_column": options.patient_column is not None,
+    }
+    if options.unlabeled_fraction > 0:
+        records, dropped = withhold_labels(records, options.unlabeled_fraction, params.split.seed)
+        source["unlabeled_fraction"] = options.unlabeled_fraction
+        if dropped:
+            by = "patients" if options.patient_column else "images"
+            origins.append(
+                f"prepare.folder.unlabeled_fraction {options.unlabeled_fraction:g} of train "
+                f"{by} (seed {params.split.seed}): {dropped} {by}"
+            )
+    if options.unlabeled_csv is not None:
+        extra_name = Path(options.unlabeled_csv).name
+        extra, extra_problems = _unlabeled_records(
+            options,
+            extra_name,
+            records,
+            [None if p["reason"] else p["source"] for p in planned],
+            [(table_name, p["row"]) for p in planned],
+            lesion_root,
+            organ_root,
+        )
+        problems += extra_problems
+        if not fatal:
+            records += extra
+        source["tables"] = [table_name, extra_name]
+        source["unlabeled_table"] = extra_name
+        if extra:
+            origins.append(f"prepare.folder.unlabeled_csv {extra_name}: {len(extra)} images")
     return Plan(
         name=params.dataset,
         task=options.task,
@@ -261,14 +333,95 @@ def plan_folder(params: PrepareParams) -> Plan:
         fatal=fatal,
         lesion_masks=lesion_root is not None or lesion_columns is not None,
         settings=ImageSettings((params.size, params.size), params.resize, options.intensity),
-        source={
-            "adapter": "folder",
-            "table": table_name,
-            "intensity": options.intensity,
-            "split_column": options.split_column is not None,
-            "patient_column": options.patient_column is not None,
-        },
+        source=source,
+        unlabeled_origin="; ".join(origins) or None,
     )
+
+
+def _unlabeled_records(
+    options: FolderParams,
+    table_name: str,
+    labeled: list[Record],
+    sources: list[str | None],
+    where: list[tuple[str, int]],
+    lesion_root: Path | None,
+    organ_root: Path | None,
+) -> tuple[list[Record], list[Problem]]:
+    """The records of ``unlabeled_csv`` (train, unlabeled, nothing withheld) and the problems
+    of its rows. ``sources``/``where``: the main CSV's paths (``None``: a row with a problem)
+    and rows, for duplicates across the two."""
+    root = Path(options.root or ".")
+    path = _unlabeled_csv_path(options)
+    assert path is not None
+    table = read_table(path, _unlabeled_columns(options), table_name, key=f"{_KEY}.unlabeled_csv")
+    split_of = {r.patient_id: r.split for r in labeled}
+    planned: list[dict] = []
+    for number, row in enumerate(table.to_dict("records"), start=1):
+        source, reason = relative_image_path(row[options.path_column])
+        patient = row[options.patient_column].strip() if options.patient_column else source
+        if reason is None and not patient:
+            reason = f"column {options.patient_column!r}: the patient id is empty"
+        if reason is None and split_of.get(patient, "train") != "train":
+            reason = (
+                f"patient {patient!r} is in split {split_of[patient]!r} ({options.csv}); "
+                "unlabeled images are training images, and a patient must be in one split only"
+            )
+        if reason is None and not (root / source).is_file():
+            reason = f"image file {source} not found under the data root"
+        lesions = organs = None
+        if reason is None:
+            lesions, reason = mask_files(lesion_root, source, options.classes, required=False)
+        if reason is None:
+            organs, reason = mask_files(organ_root, source, options.organs, required=True)
+        planned.append(
+            {
+                "row": number,
+                "source": source,
+                "patient": patient,
+                "lesions": lesions,
+                "organs": organs,
+                "reason": reason,
+            }
+        )
+    problems = [Problem(table_name, p["row"], p["reason"]) for p in planned if p["reason"]]
+    first: dict[str, tuple[str, int]] = {}
+    for source, place in zip(sources, where, strict=True):
+        if source is not None:
+            first.setdefault(source, place)
+    for p in planned:
+        if p["reason"]:
+            continue
+        if p["source"] in first:
+            table, row = first[p["source"]]
+            problems.append(
+                Problem(
+                    table_name,
+                    p["row"],
+                    f"duplicate image path {p['source']} (also {table} row {row})",
+                )
+            )
+        else:
+            first[p["source"]] = (table_name, p["row"])
+    failed = {p.row for p in problems}
+    n_classes = len(options.classes)
+    records = [
+        Record(
+            table=table_name,
+            row=p["row"],
+            id=p["source"],
+            split="train",
+            patient_id=p["patient"],
+            labels=(-1,) * n_classes,
+            source=p["source"],
+            path=str(root / p["source"]),
+            lesion_masks=p["lesions"],
+            organ_masks=p["organs"],
+            labeled=False,
+        )
+        for p in planned
+        if p["row"] not in failed
+    ]
+    return records, problems
 
 
 def _patients_across_splits(planned: list[dict], table: str) -> list[Problem]:

@@ -20,6 +20,8 @@
     any of its mask cells is filled; an empty cell is an empty mask (classes) or a problem
     (organs, once another organ's cell is filled); a file named but not there is a problem
     of its row.
+- **Unlabeled images** (``unlabeled_fraction``): :func:`withhold_labels` makes the train images
+  of a fraction of the train patients unlabeled, their labels withheld.
 """
 
 from __future__ import annotations
@@ -27,12 +29,16 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pandas as pd
 
 from sibnet.config import ParamsError
+from sibnet.data.plan import Record
 from sibnet.data.problems import DataError, Problem
+from sibnet.data.splits import unlabeled_groups
 
 __all__ = [
     "MASK_SUFFIX",
@@ -43,6 +49,7 @@ __all__ = [
     "mask_files",
     "read_table",
     "relative_image_path",
+    "withhold_labels",
 ]
 
 MASK_SUFFIX = ".png"
@@ -250,3 +257,24 @@ def mask_cells(
         missing = [n for n, f in zip(names, files, strict=True) if f is None]
         return None, f"organ mask(s) {missing} missing: column(s) {empty} empty"
     return tuple(files), None
+
+
+def withhold_labels(records: list[Record], fraction: float, seed: int) -> tuple[list[Record], int]:
+    """``records`` with the train images of ``fraction`` of the train patients made unlabeled
+    (labels all -1, the true ones withheld: ``prepare.<source>.unlabeled_fraction``), and how
+    many patients lost theirs. The patients are chosen by
+    :func:`~sibnet.data.splits.unlabeled_groups` with the split seed ``seed``."""
+    train = [i for i, r in enumerate(records) if r.split == "train"]
+    groups = np.array([records[i].patient_id for i in train], dtype=str)
+    chosen = unlabeled_groups(groups, fraction, seed)
+    records = list(records)
+    for i, drop in zip(train, chosen, strict=True):
+        if drop:
+            record = records[i]
+            records[i] = replace(
+                record,
+                labels=(-1,) * len(record.labels),
+                labeled=False,
+                withheld_labels=record.labels,
+            )
+    return records, len(set(groups[chosen].tolist()))

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from sibnet.data.sources.registry import SourceParams, register_source
 from sibnet.schema import ClassName, unique
@@ -40,6 +40,11 @@ class ChexpertParams(SourceParams):
     ``root`` is the folder the CSVs' ``Path`` entries are relative to (the parent of
     ``CheXpert-v1.0/``); ``train_csv`` and ``valid_csv`` are relative to it. Relative ``root``
     and mask folders are relative to the working directory (the repository root).
+
+    ``unlabeled_fraction`` in [0, 1): once train and val are drawn, that fraction of the train
+    patients (:func:`~sibnet.data.splits.unlabeled_groups`, seeded by ``prepare.split.seed``)
+    lose their labels, which are withheld (unlabeled training images, see
+    :mod:`sibnet.data.prepared`).
     """
 
     required = ("root",)
@@ -53,6 +58,20 @@ class ChexpertParams(SourceParams):
     uncertainty: Literal["ones", "zeros", "ignore"] = "ones"
     frontal_only: bool = True
     lesion_masks: str | None = None
+    unlabeled_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dump ``unlabeled_fraction`` only when set (params without unlabeled images dump,
+        and so hash, as before the key existed)."""
+        data = handler(self)
+        if not data.get("unlabeled_fraction", 1):
+            data.pop("unlabeled_fraction")
+        return data
+
+    def unlabeled_images(self) -> tuple[bool, bool]:
+        """``unlabeled_fraction`` > 0; their labels are withheld."""
+        return (True, True) if self.unlabeled_fraction > 0 else (False, False)
 
     @field_validator("classes")
     @classmethod

@@ -35,6 +35,15 @@ class FolderParams(SourceParams):
       is empty).
 
     ``organs`` names the organs and goes with ``organ_masks`` or ``organ_mask_columns``.
+
+    Unlabeled training images (see :mod:`sibnet.data.prepared`), two ways, which may be combined:
+
+    - ``unlabeled_fraction`` in [0, 1): once the splits are drawn (or read), that fraction of
+      the train patients (:func:`~sibnet.data.splits.unlabeled_groups`, seeded by
+      ``prepare.split.seed``) lose their labels, which are withheld;
+    - ``unlabeled_csv``: a CSV (relative to ``root``, or absolute) of further images with
+      ``path_column`` (and ``patient_column`` when set) and no labels: added to train,
+      unlabeled, with nothing withheld.
     """
 
     required = ("root", "classes")
@@ -57,6 +66,8 @@ class FolderParams(SourceParams):
     )
     organs: list[Name] = Field(default_factory=list)
     intensity: Literal["dtype", "minmax"] = "dtype"
+    unlabeled_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    unlabeled_csv: Annotated[str, Field(min_length=1)] | None = None
 
     @field_validator("classes", "organs")
     @classmethod
@@ -65,12 +76,15 @@ class FolderParams(SourceParams):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Dump the mask-column keys only when set: params that use mask folders (or no masks)
-        dump, and so hash (:func:`sibnet.models.classifier.params_hash`), without them."""
+        """Dump the mask-column and unlabeled-image keys only when set: params that use mask
+        folders (or no masks) and no unlabeled images dump, and so hash
+        (:func:`sibnet.models.classifier.params_hash`), without them."""
         data = handler(self)
-        for key in ("lesion_mask_columns", "organ_mask_columns"):
+        for key in ("lesion_mask_columns", "organ_mask_columns", "unlabeled_csv"):
             if data.get(key) is None:
                 data.pop(key, None)
+        if not data.get("unlabeled_fraction", 1):
+            data.pop("unlabeled_fraction")
         return data
 
     @model_validator(mode="after")
@@ -107,6 +121,12 @@ class FolderParams(SourceParams):
     def provided_organs(self) -> list[str]:
         """``organs``."""
         return list(self.organs)
+
+    def unlabeled_images(self) -> tuple[bool, bool]:
+        """Unlabeled images when ``unlabeled_fraction`` > 0 or ``unlabeled_csv`` is set; all
+        with withheld labels only without ``unlabeled_csv`` (its images come unlabeled)."""
+        fraction, csv = self.unlabeled_fraction > 0, self.unlabeled_csv is not None
+        return fraction or csv, (fraction or csv) and not csv
 
 
 register_source("folder", FolderParams)

@@ -3,9 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from sibnet.data.phantom_images import (
     DEFAULT_LESION_CONTRAST,
@@ -14,6 +21,7 @@ from sibnet.data.phantom_images import (
     ORGANS,
 )
 from sibnet.data.sources.registry import SourceParams, register_source
+from sibnet.schema import Section
 
 __all__ = ["PhantomParams"]
 
@@ -24,7 +32,16 @@ class PhantomParams(SourceParams):
 
     The phantom brings its own image size (``size``; ``prepare.size`` and ``prepare.resize``
     do not apply), its task (``mode``) and organ masks (:data:`~sibnet.data.phantom_images.ORGANS`).
+
+    ``unlabeled_images`` adds that many unlabeled training images to the ``n_images`` (see
+    :func:`sibnet.data.adapters.phantom.plan_phantom`): drawn from image indices of their own,
+    so that the ``n_images`` images, their splits and their bytes are those without them; their
+    labels are withheld (:mod:`sibnet.data.prepared`). In Python it is :attr:`n_unlabeled`
+    (the key's name is taken by :meth:`SourceParams.unlabeled_images
+    <sibnet.data.sources.registry.SourceParams.unlabeled_images>`).
     """
+
+    model_config = ConfigDict(**Section.model_config, serialize_by_alias=True)
 
     task_key = "mode"
 
@@ -44,6 +61,8 @@ class PhantomParams(SourceParams):
     sites: Literal["anywhere", "typical"] = "anywhere"
     """Where nodules and consolidation sit: anywhere in the lungs, or at a class-typical site
     (see :func:`sibnet.data.phantom_images.make_phantom`)."""
+    n_unlabeled: int = Field(0, ge=0, le=1_000_000, alias="unlabeled_images")
+    """``unlabeled_images``: extra unlabeled training images (labels withheld)."""
 
     @field_validator("findings")
     @classmethod
@@ -54,6 +73,16 @@ class PhantomParams(SourceParams):
         if len(set(findings)) != len(findings):
             raise ValueError(f"findings must not repeat, got {findings}")
         return findings
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dump ``unlabeled_images`` only when set: params without unlabeled images dump, and
+        so hash (and describe their dataset in ``dataset.json``), as before the key existed."""
+        data = handler(self)
+        if not self.n_unlabeled:
+            data.pop("unlabeled_images", None)
+            data.pop("n_unlabeled", None)
+        return data
 
     @model_validator(mode="after")
     def _shortcut_is_a_class(self) -> PhantomParams:
@@ -75,6 +104,10 @@ class PhantomParams(SourceParams):
     def known_task(self) -> Literal["multiclass", "multilabel"]:
         """``mode``."""
         return self.mode
+
+    def unlabeled_images(self) -> tuple[bool, bool]:
+        """``unlabeled_images`` > 0; their labels are always withheld."""
+        return (True, True) if self.n_unlabeled else (False, False)
 
 
 register_source("phantom", PhantomParams)

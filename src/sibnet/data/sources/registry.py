@@ -71,6 +71,12 @@ class SourceParams(Section):
         """The task when it is known before preparing (``None``: the data decides)."""
         return None
 
+    def unlabeled_images(self) -> tuple[bool, bool]:
+        """``(yields, all_withheld)``: whether this section asks for unlabeled training images
+        (see :mod:`sibnet.data.prepared`), and whether every one of them has withheld labels
+        (the all-labeled upper bound can then be trained). Default ``(False, False)``: none."""
+        return False, False
+
 
 def _nothing_to_check(prepare: PrepareParams) -> None:
     """The default check: the params name no file or folder."""

@@ -16,9 +16,11 @@ from sibnet.report.section import SectionRegistry
 from sibnet.report.sections import (
     clean_auc,
     noise,
+    pairs,
     saliency,
     segmentation,
     training,
+    training_images,
     validation,
 )
 
@@ -27,8 +29,10 @@ __all__ = ["SECTIONS"]
 SECTIONS = SectionRegistry(f"{__name__}.SECTIONS", package=__name__)
 """The report's sections, in the order of ``summary.md`` (their tables) and of its figures."""
 
+SECTIONS.add(training_images.SECTION)
 SECTIONS.add(validation.SECTION)
 SECTIONS.add(clean_auc.SECTION)
+SECTIONS.add(pairs.SECTION)
 SECTIONS.add(noise.SECTION)
 SECTIONS.add(saliency.SECTION)
 SECTIONS.add(training.SECTION)

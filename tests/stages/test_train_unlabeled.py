@@ -1,0 +1,173 @@
+"""``sibnet train`` with unlabeled training images (SIBnet+, the entropy-minimisation reference
+and the all-labeled upper bound) on the tiny phantom with extra unlabeled images."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import sibnet.stages.train as train_stage
+from sibnet.config import Params, ParamsError
+from sibnet.data.prepared import PreparedDataset
+from sibnet.data.tensors import PreparedImages
+from sibnet.models.classifier import load_checkpoint
+from tests.conftest import Killed, count_train_epochs, train_into, untracked, with_changes
+from tests.stages.test_train_distributed import WEIGHT_ATOL, WEIGHT_RTOL, _patch_norm, _spawned
+
+UNLABELED = 24
+METHODS = {
+    "baseline": {"objective": "cross_entropy"},
+    "sibnet": {"objective": "sibnet", "lambda_cd": 0.012, "lambda_sc": 0.009, "unlabeled": "use"},
+    "entropy": {"objective": "entropy_minimization", "unlabeled": "use"},
+    "all_labeled": {"objective": "cross_entropy", "unlabeled": "oracle"},
+}
+
+
+@pytest.fixture(scope="module")
+def params(tiny_params: Params) -> Params:
+    raw = untracked(tiny_params).model_dump(mode="json")
+    raw["prepare"]["phantom"]["unlabeled_images"] = UNLABELED
+    raw["methods"] = METHODS
+    raw["pipeline"]["methods"] = list(METHODS)
+    raw["train"]["epochs"] = 3
+    from sibnet.config import validate_params
+
+    return validate_params(raw)
+
+
+@pytest.fixture(scope="module")
+def prepared(params: Params, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sibnet.stages.prepare import prepare
+
+    out = tmp_path_factory.mktemp("prepared") / "tiny_unlabeled"
+    prepare(params, prepared=out)
+    return out
+
+
+def _epoch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Patch ``train_epoch`` to record (labeled, unlabeled) images per epoch."""
+    original, sizes = train_stage.train_epoch, []
+
+    def recorded(model, loader, *args, unlabeled=None, **kwargs):
+        sizes.append((len(loader.dataset), 0 if unlabeled is None else len(unlabeled.dataset)))
+        return original(model, loader, *args, unlabeled=unlabeled, **kwargs)
+
+    monkeypatch.setattr(train_stage, "train_epoch", recorded)
+    return sizes
+
+
+def test_each_usage_trains_on_its_images(
+    params: Params,
+    prepared: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dataset = PreparedDataset.open(prepared)
+    labeled = len(dataset.indices("train"))
+    assert dataset.n_unlabeled == UNLABELED
+    found = {}
+    for method in METHODS:
+        with monkeypatch.context() as patch, caplog.at_level(logging.INFO, "sibnet.stages.train"):
+            sizes = _epoch_sizes(patch)
+            caplog.clear()
+            folder = train_into(params, prepared, tmp_path / method, method)
+        found[method] = sizes[0]
+        _, checkpoint = load_checkpoint(folder / "classifier.pt")
+        record = checkpoint["extra"]["unlabeled"]
+        assert record["unlabeled_images"] == UNLABELED
+        assert record["unlabeled_usage"] == params.methods[method].unlabeled
+        if method == "baseline":
+            assert f"baseline ignores the {UNLABELED} unlabeled training images" in caplog.text
+    assert found == {
+        "baseline": (labeled, 0),
+        "sibnet": (labeled, UNLABELED),
+        "entropy": (labeled, UNLABELED),
+        "all_labeled": (labeled + UNLABELED, 0),
+    }
+    history = pd.read_csv(tmp_path / "entropy" / "history.csv")
+    assert (history["train_entropy"] > 0).all()
+    _, plus = load_checkpoint(tmp_path / "sibnet" / "classifier.pt")
+    assert plus["extra"]["unlabeled"]["unlabeled_batch_size"] == 8  # round(0.5 · 16)
+
+
+def test_the_upper_bound_trains_with_the_withheld_labels(prepared: Path) -> None:
+    dataset = PreparedDataset.open(prepared)
+    view = PreparedImages.with_withheld(dataset)
+    rows = dataset.unlabeled_indices()
+    at = np.searchsorted(view.rows, rows)
+    assert np.array_equal(view.rows[at], rows)
+    assert np.array_equal(view.targets[at], dataset.withheld_labels(rows))
+    assert (dataset.labels[rows] == -1).all()  # the manifest holds placeholders only
+    assert (view.targets >= 0).all()
+
+
+def test_poisoned_unlabeled_targets_leave_the_trained_model_unchanged(
+    params: Params, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = PreparedImages.unlabeled.__func__
+
+    def poisoned(cls, dataset):
+        view = original(cls, dataset)
+        view.targets = np.random.default_rng(0).integers(0, 2, view.targets.shape, np.int8)
+        return view
+
+    for method in ("sibnet", "entropy"):
+        clean = train_into(params, prepared, tmp_path / f"{method}_clean", method)
+        with monkeypatch.context() as patch:
+            patch.setattr(PreparedImages, "unlabeled", classmethod(poisoned))
+            dirty = train_into(params, prepared, tmp_path / f"{method}_dirty", method)
+        assert (clean / "classifier.pt").read_bytes() == (dirty / "classifier.pt").read_bytes()
+        assert (clean / "history.csv").read_bytes() == (dirty / "history.csv").read_bytes()
+
+
+def test_killed_sibnet_plus_run_resumes_with_identical_outputs(
+    params: Params, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 2 workers: the unlabeled loader's persistent workers are restarted like the labeled one's
+    params = with_changes(params, train={"num_workers": 2})
+    whole = train_into(params, prepared, tmp_path / "whole", "sibnet")
+    with monkeypatch.context() as patch:
+        count_train_epochs(patch, fail_on_call=2)
+        with pytest.raises(Killed):
+            train_into(params, prepared, tmp_path / "killed", "sibnet")
+    with monkeypatch.context() as patch:
+        calls = count_train_epochs(patch)
+        train_into(params, prepared, tmp_path / "killed", "sibnet")
+    assert len(calls) == 2
+    for name in ("classifier.pt", "history.csv"):
+        assert (tmp_path / "killed" / name).read_bytes() == (whole / name).read_bytes()
+
+
+def test_asking_for_unlabeled_images_on_a_dataset_without_fails_before_training(
+    params: Params, prepared_tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the params validate (their source has unlabeled images); the prepared dataset has none
+    with monkeypatch.context() as patch:
+        calls = count_train_epochs(patch)
+        for method, message in (("sibnet", "has none"), ("all_labeled", "has none")):
+            with pytest.raises(ParamsError, match=rf"methods.{method}.unlabeled = .*{message}"):
+                train_into(params, prepared_tiny, tmp_path / method, method)
+    assert calls == []
+    assert not (tmp_path / "sibnet" / "classifier.pt").exists()
+
+
+def test_two_processes_train_the_single_process_sibnet_plus_model(
+    params: Params, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # per-image normalisation: the joint batch's statistics are not shared between processes
+    with monkeypatch.context() as patch:
+        _patch_norm(patch)
+        one = train_into(params, prepared, tmp_path / "one", "sibnet")
+    two = _spawned(with_changes(params, train={"processes": 2}), prepared, tmp_path / "two", True)
+    expected, found = pd.read_csv(one / "history.csv"), pd.read_csv(two / "history.csv")
+    np.testing.assert_allclose(found.to_numpy(), expected.to_numpy(), rtol=1e-5)
+    model_one = torch.load(one / "classifier.pt", weights_only=True)["state_dict"]
+    model_two = torch.load(two / "classifier.pt", weights_only=True)["state_dict"]
+    for name, value in model_one.items():
+        torch.testing.assert_close(model_two[name], value, rtol=WEIGHT_RTOL, atol=WEIGHT_ATOL)
