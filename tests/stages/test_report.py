@@ -839,5 +839,5 @@ def test_training_images_table_where_the_dataset_has_unlabeled_images(
         "origin": "test fixture",
     }
     summary = (copy / "results/report/summary.md").read_text()
-    assert "100 labeled and 30 unlabeled (test fixture" in summary
+    assert "100 labeled and 30 unlabeled (test fixture; 30 with withheld labels)" in summary
     assert "data/prepared/phantom/dataset.json" in summary  # an input, with its hash

@@ -171,3 +171,25 @@ def test_two_processes_train_the_single_process_sibnet_plus_model(
     model_two = torch.load(two / "classifier.pt", weights_only=True)["state_dict"]
     for name, value in model_one.items():
         torch.testing.assert_close(model_two[name], value, rtol=WEIGHT_RTOL, atol=WEIGHT_ATOL)
+
+
+def test_prepare_and_train_log_the_unlabeled_images_to_mlflow(
+    params: Params, tmp_path: Path, mlflow_uri: str
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from sibnet.stages.prepare import prepare
+
+    tracked = with_changes(
+        params, tracking={"enabled": True, "experiment": "t-unlabeled"}, train={"epochs": 1}
+    )
+    prepare(tracked, prepared=tmp_path / "prepared")
+    train_into(tracked, tmp_path / "prepared", tmp_path / "plus", "sibnet")
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("t-unlabeled").experiment_id])
+    by_stage = {run.data.tags["sibnet.stage"]: run for run in runs}
+    assert by_stage["prepare"].data.metrics["unlabeled_images"] == UNLABELED
+    assert by_stage["prepare"].data.metrics["withheld_labels"] == UNLABELED
+    logged = by_stage["train"].data.params
+    assert logged["unlabeled_usage"] == "use" and logged["unlabeled_images_used"] == str(UNLABELED)
+    assert logged["method.unlabeled"] == "use" and logged["unlabeled_batch_size"] == "8"

@@ -64,11 +64,13 @@ def prepare(params: Params, *, prepared: Path, skip_invalid: bool | None = None)
         )
         dataset = PreparedDataset.open(prepared, verify=False)
         rejected = int(dataset.meta["source"].get("rejected_rows", 0))
+        unlabeled = dataset.meta.get("unlabeled", {"images": 0, "withheld_labels": 0})
         log.info(
-            "%s: %d images, splits %s, classes %s, %d row(s) rejected",
+            "%s: %d images, splits %s (train: %d unlabeled), classes %s, %d row(s) rejected",
             prepared,
             len(dataset),
             dataset.meta["split_counts"],
+            unlabeled["images"],
             dataset.classes,
             rejected,
         )
@@ -77,6 +79,14 @@ def prepare(params: Params, *, prepared: Path, skip_invalid: bool | None = None)
                 "num_images": len(dataset),
                 "rejected_rows": rejected,
                 **{f"split.{k}": v for k, v in dataset.meta["split_counts"].items()},
+                **(
+                    {
+                        "unlabeled_images": unlabeled["images"],
+                        "withheld_labels": unlabeled["withheld_labels"],
+                    }
+                    if unlabeled["images"]
+                    else {}
+                ),
             }
         )
         tracker.log_artifact(Path(prepared) / "dataset.json")

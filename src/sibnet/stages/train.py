@@ -14,6 +14,17 @@ A later run of the same job (same params hash, method, seed, prepared-dataset ma
 version and device) continues with the next epoch and ends with byte-identical outputs; a
 resume file of another job is ignored (and logged). The file is removed once the checkpoint
 and the history are written.
+
+Unlabeled training images (a method's ``unlabeled``, :class:`sibnet.objectives.ObjectiveParams`):
+``ignore`` trains on the labeled images and logs how many unlabeled ones it left out; ``use``
+adds a second loader over the unlabeled images (its own seeded stream, ``seed +``
+:data:`UNLABELED_SEED_OFFSET`; its generator is in the resume state) whose batches
+:func:`sibnet.engine.train_epoch` joins to the labeled ones; ``oracle`` trains on the labeled
+images and the unlabeled ones with their withheld labels
+(:meth:`sibnet.data.tensors.PreparedImages.with_withheld`). Asking for unlabeled images the
+prepared dataset lacks is a :class:`~sibnet.config.ParamsError` before training. Where the
+dataset has unlabeled images the checkpoint's ``extra.unlabeled`` and the MLflow params record
+what the run did with them.
 """
 
 from __future__ import annotations

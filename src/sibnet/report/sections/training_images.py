@@ -33,21 +33,23 @@ def build(context: ReportContext) -> SectionOutput:
     counts = meta["split_counts"]
     labeled = int(counts["train"]) - int(unlabeled["images"])
     batch = params.train.batch_size
+    added = {  # unlabeled images a method adds, by its setting: as unlabeled, or as labeled
+        "ignore": (0, 0),
+        "use": (0, int(unlabeled["images"])),
+        "oracle": (int(unlabeled["withheld_labels"]), 0),
+    }
     rows = []
     for name in params.pipeline.methods:
         method = params.method(name)
-        extra = {"ignore": 0, "use": unlabeled["images"], "oracle": unlabeled["withheld_labels"]}
+        as_labeled, as_unlabeled = added[method.unlabeled]
         rows.append(
             {
                 "method": name,
                 "objective": method.objective,
                 "unlabeled": method.unlabeled,
-                "training_images": labeled + int(extra[method.unlabeled]),
-                "labeled_images": labeled
-                + (extra["oracle"] if method.unlabeled == "oracle" else 0),
-                "unlabeled_images": int(extra[method.unlabeled])
-                if method.unlabeled == "use"
-                else 0,
+                "training_images": labeled + as_labeled + as_unlabeled,
+                "labeled_images": labeled + as_labeled,
+                "unlabeled_images": as_unlabeled,
                 "labeled_per_step": batch,
                 "unlabeled_per_step": method.unlabeled_batch_size(batch, params.train.processes),
             }
@@ -57,8 +59,9 @@ def build(context: ReportContext) -> SectionOutput:
         "## Training images",
         "",
         f"The training split holds {counts['train']} images: {labeled} labeled and "
-        f"{unlabeled['images']} unlabeled ({unlabeled['origin']}; labels withheld for "
-        f"{unlabeled['withheld_labels']}); validation {counts['val']}, test {counts['test']}, "
+        f"{unlabeled['images']} unlabeled ({unlabeled['origin']}; "
+        f"{unlabeled['withheld_labels']} with withheld labels); validation {counts['val']}, "
+        f"test {counts['test']}, "
         "all labeled. `unlabeled`: *ignore* trains on the labeled images alone, *use* adds the "
         "unlabeled ones to the label-free terms, *oracle* trains on them with their withheld "
         "labels (the upper bound).",
