@@ -529,6 +529,8 @@ class Params(_Section):
             )
         for name, method in self.methods.items():
             method.check(name, self)
+        for name in self.pipeline.methods:
+            self.methods[name].check_unlabeled(name, self)
         return self
 
     def method(self, name: str) -> MethodParams:

@@ -254,12 +254,17 @@ class ShardedBatchSampler(Sampler[list[int]]):
         start = self.rank * base + min(self.rank, extra)
         return start, start + base + (self.rank < extra)
 
+    def sizes(self, step: int) -> tuple[int, int]:
+        """``(local, global)``: this rank's images and the global batch's in batch ``step``."""
+        size = self.global_sizes[step]
+        start, stop = self.chunk(size)
+        return stop - start, size
+
     def loss_factor(self, step: int) -> float:
         """``world · local / global`` for batch ``step``: DistributedDataParallel's average of
         the processes' gradients, each scaled by it, is the gradient of the global mean."""
-        size = self.global_sizes[step]
-        start, stop = self.chunk(size)
-        return self.world * (stop - start) / size
+        local, size = self.sizes(step)
+        return self.world * local / size
 
     def __iter__(self) -> Iterator[list[int]]:
         order = iter(self.sampler)

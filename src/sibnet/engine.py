@@ -183,7 +183,13 @@ def train_epoch(
     (:func:`sibnet.data.tensors.with_unlabeled`: the labeled images first, a ``labeled`` flag
     per image), starting it again when it runs out; each epoch starts it afresh, so its order
     depends only on its generator's state at the epoch's start (what a resumed run restores).
-    The epoch is the labeled loader's; the returned means are per labeled image.
+    The epoch is the labeled loader's; the returned means are per labeled image. Data-parallel
+    with unlabeled images, the objective weights each term by its own images' share
+    (``set_shares``, see :class:`sibnet.losses.Objective`), since the task loss is a mean over
+    the labeled images and CD and SC one over all of them. The gradients are then exact; the
+    returned epoch means stay weighted by each process's labeled images, so in a step whose
+    chunks split unevenly those of the other terms (and of the weighted loss) are close to the
+    single-process ones, not equal.
 
     ``scheduler``, if given, steps after every batch. A loader over a
     :class:`~sibnet.distributed.ShardedBatchSampler` (data-parallel training, ``model`` wrapped
@@ -200,25 +206,36 @@ def train_epoch(
         Mean per image of the loss (``"loss"``) and of each term the objective reports.
     """
     model.train()
-    shard = loader.batch_sampler if isinstance(loader.batch_sampler, ShardedBatchSampler) else None
+    shard = _sharded(loader)
+    unlabeled_shard = None if unlabeled is None else _sharded(unlabeled)
+    if unlabeled_shard is not None and not hasattr(objective, "set_shares"):
+        raise TypeError("data-parallel training with unlabeled images needs an Objective")
     totals: dict[str, torch.Tensor] = {}
     count = 0
-    extra = None if unlabeled is None else iter(unlabeled)
+    extra, extra_step = None if unlabeled is None else iter(unlabeled), 0
     for step, batch in enumerate(_progress(loader, description)):
         labeled = len(batch["image"])
-        if unlabeled is not None:
-            try:
-                more = next(extra)  # type: ignore[arg-type]
-            except StopIteration:
-                extra = iter(unlabeled)
-                more = next(extra)
-            batch = with_unlabeled(batch, more)
         batch = batch_to_device(batch, device, channels_last)
+        if unlabeled is not None:
+            more = next(extra, None)  # type: ignore[call-overload]
+            if more is None:  # a pass over the unlabeled images ended: the next one starts
+                extra, extra_step = iter(unlabeled), 0
+                more = next(extra, None)
+                if more is None:
+                    raise RuntimeError("the unlabeled images' loader yields no batch")
+            batch = with_unlabeled(batch, batch_to_device(more, device, channels_last))
+            if unlabeled_shard is not None:  # each term weighted by its own images' share
+                objective.set_shares(  # type: ignore[attr-defined]
+                    _shares(shard.sizes(step), unlabeled_shard.sizes(extra_step), shard.world)  # type: ignore[union-attr]
+                )
+            extra_step += 1
         images = batch["image"]
         optimizer.zero_grad(set_to_none=True)
         with autocast(images.device, precision):
             loss, terms = objective(model, batch)
-        (loss if shard is None else loss * shard.loss_factor(step)).backward()
+        # a labeled-only data-parallel step is one mean over the labeled images: one factor
+        plain = shard is None or unlabeled_shard is not None
+        (loss if plain else loss * shard.loss_factor(step)).backward()  # type: ignore[union-attr]
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
@@ -235,6 +252,26 @@ def train_epoch(
         )
     )
     return {name: float(summed[i] / summed[-1]) for i, name in enumerate(names)}
+
+
+def _sharded(loader: DataLoader) -> ShardedBatchSampler | None:
+    """The loader's :class:`~sibnet.distributed.ShardedBatchSampler`, if it is sharded."""
+    sampler = loader.batch_sampler
+    return sampler if isinstance(sampler, ShardedBatchSampler) else None
+
+
+def _shares(labeled: tuple[int, int], unlabeled: tuple[int, int], world: int) -> dict[str, float]:
+    """Each kind of term's data-parallel weight ``world · local / global`` in a step with
+    ``(local, global)`` labeled and unlabeled images: ``labeled`` (a mean over the labeled
+    images: the task loss), ``unlabeled`` (over the unlabeled ones), ``images`` (over both:
+    CD, SC). DistributedDataParallel's average of the weighted gradients is then the gradient
+    of the single-process step over the global batches."""
+    (l_local, l_global), (u_local, u_global) = labeled, unlabeled
+    return {
+        "labeled": world * l_local / l_global,
+        "unlabeled": world * u_local / u_global,
+        "images": world * (l_local + u_local) / (l_global + u_global),
+    }
 
 
 @torch.no_grad()

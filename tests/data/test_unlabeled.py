@@ -594,3 +594,30 @@ def test_the_new_keys_dump_only_when_set() -> None:
     assert validate_params(dumped) == params
     with pytest.raises(ParamsError, match=r"prepare\.phantom\.n_unlabeled: unknown key"):
         validate_params({"prepare": {"phantom": {"n_unlabeled": 3}}})
+
+
+def test_a_fraction_far_from_what_whole_patients_allow_is_warned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    groups = np.array(["a", "a", "b", "c"])
+    with caplog.at_level("WARNING", "sibnet.data.splits"):
+        unlabeled_groups(groups, 0.33, seed=0)  # 1 of 3 patients: 33%, close enough
+        assert not caplog.records
+        unlabeled_groups(groups, 0.01, seed=0)
+        assert "1 of the 3 train patients are made unlabeled (33%)" in caplog.text
+        caplog.clear()
+        unlabeled_groups(groups[:2], 0.5, seed=0)
+        assert "has 1 patient(s)" in caplog.text and "no image is made unlabeled" in caplog.text
+
+
+def test_an_unlabeled_csv_named_like_the_labels_csv_is_refused(
+    folder: Path, tmp_path: Path
+) -> None:
+    from sibnet.config import ParamsError
+
+    (folder / "more").mkdir(exist_ok=True)
+    _write_csv(folder / "more" / "labels.csv", _extra_images(folder))
+    params = _folder_params(folder, unlabeled_csv="more/labels.csv")
+    with pytest.raises(ParamsError, match=r"prepare.folder.unlabeled_csv .* has the file name of"):
+        prepare(params, prepared=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -20,7 +20,7 @@ from sibnet.predictions import predictions_frame
 from sibnet.report.common import compare
 from sibnet.report.section import ReportFile, Section, SectionOutput
 from sibnet.report.sections import SECTIONS
-from sibnet.stages.report import REPORT_FILES, ReportError, report
+from sibnet.stages.report import CONDITIONAL_FILES, REPORT_FILES, ReportError, report
 from sibnet.stages.saliency import NOTHING_TO_SCORE, SALIENCY_COLUMNS
 from sibnet.stages.segment import (
     SEGMENTATION_COLUMNS,
@@ -34,10 +34,6 @@ MODES = ["frozen", "finetune", "scratch"]
 N = 60
 NO_LESIONS = f"{NOTHING_TO_SCORE} (the dataset has no lesion masks)"
 SKIPPED_FIGURES = {"saliency_distributions.png", "saliency_overlay.png", "segmentation_overlay.png"}
-
-
-CONDITIONAL_FILES = {"pairs.csv", "training_images.csv"}
-"""Written only with ``report.pairs`` / a dataset with unlabeled images (not in these runs)."""
 
 
 def _params(methods: list[str], seeds: list[int]) -> Params:

@@ -191,6 +191,17 @@ def _epoch_gradients(prepared: Path, method: dict, rank: Rank) -> dict[str, Any]
     return {"steps": torch.stack(optimizer.steps), "terms": terms, "scales": objective.scales()}
 
 
+def assert_same_step_gradients(found: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    """Two runs' ``(4, P)`` step gradients agree within :data:`GRADIENT_RTOL` (relative norm of
+    the difference, per step; printed with ``what``)."""
+    assert found.shape == expected.shape == (4, found.shape[1])
+    relative = [
+        float((got - want).norm() / want.norm()) for got, want in zip(found, expected, strict=True)
+    ]
+    print(f"\n{what}: relative gradient differences per step {relative}")
+    assert max(relative) < GRADIENT_RTOL, relative
+
+
 def _gradient_rank_main(local_rank: int, port: int, prepared: str, method: dict, out: str) -> None:
     _torchrun_env(local_rank, 2, port)
     torch.set_num_threads(1)
@@ -220,13 +231,7 @@ def test_every_distributed_step_has_the_global_batch_gradient(
     args = (_free_port(), str(prepared_tiny), method_raw, str(out))
     mp.spawn(_gradient_rank_main, args=args, nprocs=2, join=True)
     found = torch.load(out, weights_only=False)
-    assert found["steps"].shape == expected["steps"].shape == (4, found["steps"].shape[1])
-    relative = [
-        float((got - want).norm() / want.norm())
-        for got, want in zip(found["steps"], expected["steps"], strict=True)
-    ]
-    print(f"\n{architecture}: relative gradient differences per step {relative}")
-    assert max(relative) < GRADIENT_RTOL, relative
+    assert_same_step_gradients(found["steps"], expected["steps"], architecture)
     assert found["scales"] == pytest.approx(expected["scales"], rel=1e-6)
     assert found["terms"] == pytest.approx(expected["terms"], rel=1e-6)
 

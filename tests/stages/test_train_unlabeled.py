@@ -10,14 +10,30 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.multiprocessing as mp
+from torch import nn
 
 import sibnet.stages.train as train_stage
-from sibnet.config import Params, ParamsError
+from sibnet.config import MethodParams, Params, ParamsError, validate_params
 from sibnet.data.prepared import PreparedDataset
 from sibnet.data.tensors import PreparedImages
-from sibnet.models.classifier import load_checkpoint
+from sibnet.distributed import Rank, process_group
+from sibnet.engine import make_loader, train_epoch
+from sibnet.losses import build_objective
+from sibnet.models.classifier import build_classifier, load_checkpoint
+from sibnet.reproducibility import seed_everything
 from tests.conftest import Killed, count_train_epochs, train_into, untracked, with_changes
-from tests.stages.test_train_distributed import WEIGHT_ATOL, WEIGHT_RTOL, _patch_norm, _spawned
+from tests.stages.test_train_distributed import (
+    WEIGHT_ATOL,
+    WEIGHT_RTOL,
+    _free_port,
+    _GradRecorder,
+    _patch_norm,
+    _per_image_norm,
+    _spawned,
+    _torchrun_env,
+    assert_same_step_gradients,
+)
 
 UNLABELED = 24
 METHODS = {
@@ -35,8 +51,6 @@ def params(tiny_params: Params) -> Params:
     raw["methods"] = METHODS
     raw["pipeline"]["methods"] = list(METHODS)
     raw["train"]["epochs"] = 3
-    from sibnet.config import validate_params
-
     return validate_params(raw)
 
 
@@ -157,10 +171,69 @@ def test_asking_for_unlabeled_images_on_a_dataset_without_fails_before_training(
     assert not (tmp_path / "sibnet" / "classifier.pt").exists()
 
 
+@pytest.fixture(scope="module")
+def prepared_odd(params: Params, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny phantom with 27 unlabeled images (of which the gradient test takes 26)."""
+    from sibnet.stages.prepare import prepare
+
+    raw = params.model_dump(mode="json")
+    raw["prepare"]["phantom"]["unlabeled_images"] = 27
+    out = tmp_path_factory.mktemp("prepared") / "tiny_odd"
+    prepare(validate_params(raw), prepared=out)
+    return out
+
+
+def _epoch_gradients(prepared: Path, method: dict, rank: Rank) -> dict:
+    """One epoch of the real loop over 51 labeled images (batch 16: the last, 3, splits 2/1
+    over two processes) and 26 unlabeled ones (batch 8: the last, 2, splits 1/1), with the
+    parameters held fixed: every step's gradient ``(steps, P)``."""
+    dataset = PreparedDataset.open(prepared)
+    labeled = torch.utils.data.Subset(PreparedImages(dataset, "train"), range(51))
+    spec = MethodParams.model_validate(method)
+    seed_everything(0)
+    model = _per_image_norm(build_classifier(spec.architecture, len(dataset.classes)))
+    net = model if rank.world == 1 else nn.parallel.DistributedDataParallel(model)
+    objective = build_objective(spec, dataset.task)
+    optimizer = _GradRecorder(model.parameters())
+    loader = make_loader(labeled, batch_size=16, shuffle=True, seed=0, shard=rank)
+    extra = torch.utils.data.Subset(PreparedImages.unlabeled(dataset), range(26))
+    unlabeled = make_loader(extra, batch_size=8, shuffle=True, seed=1, shard=rank)
+    train_epoch(net, loader, objective, optimizer, unlabeled=unlabeled)
+    return {"steps": torch.stack(optimizer.steps)}
+
+
+def _gradient_rank_main(local_rank: int, port: int, prepared: str, method: dict, out: str) -> None:
+    _torchrun_env(local_rank, 2, port)
+    torch.set_num_threads(1)
+    with process_group(2, torch.device("cpu")) as rank:
+        found = _epoch_gradients(Path(prepared), method, rank)
+    if rank.main:
+        torch.save(found, out)
+
+
+@pytest.mark.parametrize("method", ["sibnet", "entropy"])
+def test_every_distributed_step_with_unlabeled_images_has_the_global_gradient(
+    prepared_odd: Path, tmp_path: Path, method: str
+) -> None:
+    """SIBnet+ (task over the labeled images, CD and SC over all) and entropy minimisation (the
+    entropy over the unlabeled ones) over two processes: every step's averaged gradient is the
+    single-process gradient of the same global batches, also at the last step, where the
+    labeled and the unlabeled chunks are uneven in different proportions (each term weighted
+    by its own images' share; one shared factor gives relative errors of 3e-3 to 1e-2 there)."""
+    raw = METHODS[method]
+    torch.set_num_threads(1)
+    expected = _epoch_gradients(prepared_odd, raw, Rank())
+    out = tmp_path / "found.pt"
+    mp.spawn(_gradient_rank_main, args=(_free_port(), str(prepared_odd), raw, str(out)), nprocs=2)
+    found = torch.load(out, weights_only=False)
+    assert_same_step_gradients(found["steps"], expected["steps"], method)
+
+
 def test_two_processes_train_the_single_process_sibnet_plus_model(
     params: Params, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # per-image normalisation: the joint batch's statistics are not shared between processes
+    """The train stage as users run it (torchrun's environment, the unlabeled loader sharded),
+    with a per-image normalisation: the history and weights of one process."""
     with monkeypatch.context() as patch:
         _patch_norm(patch)
         one = train_into(params, prepared, tmp_path / "one", "sibnet")

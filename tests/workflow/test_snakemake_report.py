@@ -12,7 +12,7 @@ import pytest
 from sibnet.config import load_params
 from sibnet.report.sections import SECTIONS
 from sibnet.report.summary import snakemake_results
-from sibnet.stages.report import REPORT_FILES
+from sibnet.stages.report import CONDITIONAL_FILES, REPORT_FILES
 from tests.workflow.repo import ROOT, TINY_PARAMS, clean_env, run
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,7 @@ def html_report(snakemake_run: Path, tmp_path_factory: pytest.TempPathFactory) -
 def test_every_report_file_is_in_the_html_report(html_report: str) -> None:
     results = _results(html_report)
     names = {entry["name"] for entry in results.values()}
-    assert names == {*REPORT_FILES, "metrics.json"}
+    assert names == {*REPORT_FILES, "metrics.json"} - CONDITIONAL_FILES
     # Figures and tables are embedded (self-contained), not linked.
     figure = next(e for e in results.values() if e["name"] == "auc_vs_noise.png")
     assert figure["mime_type"] == "image/png"
@@ -97,7 +97,7 @@ def test_the_zip_report_holds_the_files(snakemake_run: Path, tmp_path: Path) -> 
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
     assert "report/report.html" in names
-    for name in (*REPORT_FILES, "metrics.json"):
+    for name in {*REPORT_FILES, "metrics.json"} - CONDITIONAL_FILES:
         assert any(n.endswith("/" + name) for n in names), name
 
 

@@ -39,9 +39,10 @@ fraction of the train patients), the true labels are not thrown away but kept ap
 ``withheld_labels.parquet`` (``id``, ``labels`` as list<int8>, the unlabeled rows that have
 them in manifest order), so that the study's upper bound — the same training with every image
 labeled — is trained from the same prepared dataset in the same DAG. They are outside the
-manifest so that no reader of labels meets them by accident: only
-:meth:`PreparedDataset.withheld_labels` reads them. Images that come unlabeled (a folder's
-``unlabeled_csv``) have no withheld labels.
+manifest so that no reader of labels meets them by accident: :meth:`PreparedDataset.open`
+checks the file against the manifest, and only :meth:`PreparedDataset.withheld_labels` hands
+them out (training asks for them only for a method with ``unlabeled: oracle``). Images that
+come unlabeled (a folder's ``unlabeled_csv``) have no withheld labels.
 """
 
 from __future__ import annotations
@@ -184,11 +185,8 @@ def _write_index(
         if _WITHHELD in manifest.columns
         else [None] * len(manifest)
     )
-    labeled = (
-        manifest.pop("labeled").to_numpy(bool)
-        if "labeled" in manifest.columns
-        else np.ones(len(manifest), bool)
-    )
+    labeled = labeled_flags(manifest)
+    manifest = manifest.drop(columns=["labeled"], errors="ignore")
     if not labeled.all():  # written only when needed: all-labeled datasets are as before
         manifest.insert(len(MANIFEST_COLUMNS), "labeled", labeled)
     kept = [i for i, labels in enumerate(withheld) if labels is not None]
@@ -508,11 +506,7 @@ class PreparedDataset:
         self.labels = np.array(manifest["labels"].tolist(), dtype=np.int8).reshape(
             len(manifest), len(self.classes)
         )
-        self._labeled = (
-            manifest["labeled"].to_numpy(bool).copy()
-            if "labeled" in manifest.columns
-            else np.ones(len(manifest), bool)
-        )
+        self._labeled = labeled_flags(manifest).copy()
         self._labeled.flags.writeable = False
         self._withheld: tuple[np.ndarray, np.ndarray] | None = None
         self._shard = manifest["shard"].to_numpy()
@@ -698,6 +692,13 @@ def _check_manifest(root: Path, meta: dict[str, Any], manifest: pd.DataFrame) ->
         raise PreparedError(f"{where}: two rows point at the same stored image")
 
 
+def labeled_flags(manifest: pd.DataFrame) -> np.ndarray:
+    """``(N,)`` bool: the manifest's optional ``labeled`` column, or all true without it."""
+    if "labeled" in manifest.columns:
+        return manifest["labeled"].to_numpy(bool)
+    return np.ones(len(manifest), bool)
+
+
 def _check_unlabeled(where: Path, meta: dict[str, Any], manifest: pd.DataFrame) -> np.ndarray:
     """The ``labeled`` column (all true when absent), checked: bool, unlabeled rows in train
     only, and agreeing with ``dataset.json``'s ``unlabeled`` entry."""
@@ -803,11 +804,7 @@ def _read_withheld(
     if len(ids) != count:
         raise PreparedError(f"{path}: {len(ids)} rows, but dataset.json records {count}")
     position = {image: row for row, image in enumerate(manifest["id"].tolist())}
-    labeled = (
-        manifest["labeled"].to_numpy(bool)
-        if "labeled" in manifest.columns
-        else np.ones(len(manifest), bool)
-    )
+    labeled = labeled_flags(manifest)
     rows = np.array([position.get(image, -1) for image in ids], dtype=np.int64)
     for k, (image, row) in enumerate(zip(ids, rows, strict=True)):
         if row < 0 or labeled[row]:

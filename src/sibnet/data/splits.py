@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 __all__ = ["SPLITS", "SplitError", "stratified_split", "unlabeled_groups"]
+
+log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -147,9 +151,26 @@ def unlabeled_groups(groups: np.ndarray, fraction: float, seed: int) -> np.ndarr
     if not 0 <= fraction < 1:
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
     unique = np.unique(groups)
-    if fraction == 0 or len(unique) < 2:
+    if fraction == 0:
+        return np.zeros(len(groups), bool)
+    if len(unique) < 2:
+        log.warning(
+            "unlabeled_fraction %g: the train split has %d patient(s), and one stays labeled: "
+            "no image is made unlabeled",
+            fraction,
+            len(unique),
+        )
         return np.zeros(len(groups), bool)
     count = min(max(round(len(unique) * fraction), 1), len(unique) - 1)
+    if abs(count / len(unique) - fraction) > 0.05:
+        log.warning(
+            "unlabeled_fraction %g: %d of the %d train patients are made unlabeled (%.0f%%), "
+            "the nearest a whole number of patients allows (at least one, and one stays labeled)",
+            fraction,
+            count,
+            len(unique),
+            100 * count / len(unique),
+        )
     rng = np.random.default_rng(np.random.SeedSequence([seed, _UNLABELED_STREAM]))
     chosen = unique[rng.permutation(len(unique))[:count]]
     return np.isin(groups, chosen)

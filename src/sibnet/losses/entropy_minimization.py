@@ -64,5 +64,7 @@ class EntropyMinimizationObjective(Objective):
             labeled = torch.ones(len(logits), dtype=torch.bool, device=logits.device)
         task = self.task(logits[labeled], targets[labeled])
         entropy = prediction_entropy(logits[~labeled], self.task_name)
-        loss = task + self.lambda_entropy * entropy
+        loss = self.shared(task, "labeled") + self.lambda_entropy * self.shared(
+            entropy, "unlabeled"
+        )
         return loss, {"task": task.detach(), "entropy": entropy.detach()}

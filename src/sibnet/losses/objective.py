@@ -27,6 +27,9 @@ __all__ = ["Objective", "Terms", "build_objective"]
 Terms = dict[str, torch.Tensor]
 """An objective's terms: name → detached scalar."""
 
+NO_SHARES = {"labeled": 1.0, "unlabeled": 1.0, "images": 1.0}
+"""The data-parallel shares of a single-process step (:attr:`Objective.shares`)."""
+
 
 class Objective(nn.Module):
     """``forward(model, batch) -> (loss, terms)``; terms are detached scalars.
@@ -54,6 +57,26 @@ class Objective(nn.Module):
     def term_names(self) -> tuple[str, ...]:
         """The names of the terms :meth:`forward` may report, in a fixed order."""
         return ("task",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shares: dict[str, float] = dict(NO_SHARES)
+        """Data-parallel weights of the next step's terms by the images each is a mean over:
+        ``labeled``, ``unlabeled``, ``images`` (both); all 1 with one process or without
+        unlabeled images. :func:`sibnet.engine.train_epoch` sets them (:meth:`set_shares`)
+        before each step of a data-parallel run with unlabeled images, and then does not scale
+        the loss itself."""
+
+    def shared(self, value: torch.Tensor, kind: str) -> torch.Tensor:
+        """``value`` (a mean over the ``kind`` images of the step) times its share (itself
+        when the share is 1, so single-process results stay bit-identical)."""
+        share = self.shares[kind]
+        return value if share == 1.0 else value * share
+
+    def set_shares(self, shares: dict[str, float]) -> None:
+        """Set :attr:`shares` for the next step (see :func:`sibnet.distributed` and
+        ``engine._shares``)."""
+        self.shares = dict(shares)
 
     def begin_epoch(self, epoch: int, steps: int) -> None:
         """Training epoch ``epoch`` (from 1) of ``steps`` optimiser steps starts."""

@@ -21,7 +21,8 @@ SIBnet+ (a method's ``unlabeled: use``): the batch holds labeled and unlabeled i
 image's logits and maps; the task loss (and faithfulness, which needs the labels) takes the
 labeled images' only, CD and SC the maps of all of them. Batch normalisation sees the joint
 batch. The unlabeled images' stored targets are placeholders that never reach a loss
-(``tests/test_unlabeled_training.py`` poisons them and finds loss and gradients unchanged).
+(``tests/test_unlabeled_objectives.py`` and ``tests/stages/test_train_unlabeled.py`` poison
+them and find loss, gradients and the trained model unchanged).
 
 ``sibnet_reference`` in ``params.yaml`` is the original code's training loss
 (``ubern-mia/sibnet``, ``examples/train_and_eval_pytorch.py``): signed maps, ``α`` constant,
@@ -240,7 +241,8 @@ class SibnetObjective(Objective):
             if labeled is not None:
                 images, targets = images[labeled], targets[labeled]
             task = self._task(model(images).float(), targets)
-            return self._scaled("task", task, len(images)), {"task": task.detach()}
+            loss = self.shared(self._scaled("task", task, len(images)), "labeled")
+            return loss, {"task": task.detach()}
         layer = unwrap(model).get_submodule(self.layer_name) if self.layer_name else None
         logits, maps = logits_and_grad_cam(
             model,
@@ -256,13 +258,16 @@ class SibnetObjective(Objective):
             if labeled is not None:  # the labels of the unlabeled images never reach a loss
                 logits, targets = logits[labeled], targets[labeled]
             task = self._task(logits, targets)
-            loss = self._scaled("task", task, len(targets))
+            loss = self.shared(self._scaled("task", task, len(targets)), "labeled")
             terms: Terms = {"task": task.detach()}
             saliency = 0.0
             for name, weight in self.lambdas.items():
                 if weight > 0:
                     value, count = self._term(name, model, images, maps, targets, labeled)
-                    saliency = saliency + weight * self._scaled(name, value, count)
+                    kind = "labeled" if name == "faith" or labeled is None else "images"
+                    saliency = saliency + weight * self.shared(
+                        self._scaled(name, value, count), kind
+                    )
                     terms[name] = value.detach()
             loss = loss + factor * saliency
         return loss, terms

@@ -189,13 +189,20 @@ class ObjectiveParams(Section):
         if stray:
             raise ValueError(f"{stray} apply only to {which}; remove them or set {remedy}")
 
+    def unlabeled_added(self, unlabeled: int, withheld: int) -> tuple[int, int]:
+        """What the method adds to the labeled training images of a dataset with ``unlabeled``
+        unlabeled images, ``withheld`` of them with withheld labels: ``(as labeled, as
+        unlabeled)`` images — ``(0, 0)`` for ``ignore``, ``(0, unlabeled)`` for ``use``,
+        ``(withheld, 0)`` for ``oracle``."""
+        return {"ignore": (0, 0), "use": (0, unlabeled), "oracle": (withheld, 0)}[self.unlabeled]
+
     def unlabeled_batch_size(self, batch_size: int, processes: int = 1) -> int:
         """Unlabeled images per step beside ``train.batch_size`` labeled ones (``unlabeled:
-        use``; 0 otherwise): ``round(unlabeled_ratio · batch_size)``, rounded to a multiple of
-        the data-parallel ``processes`` (at least one image per process)."""
+        use``; 0 otherwise): ``round(unlabeled_ratio · batch_size)``, at least one per
+        data-parallel process (the same for any number of processes below that)."""
         if self.unlabeled != "use":
             return 0
-        return max(processes, round(self.unlabeled_ratio * batch_size / processes) * processes)
+        return max(processes, round(self.unlabeled_ratio * batch_size))
 
     def inapplicable_keys(self) -> tuple[str, ...]:
         """The objective's keys that do not apply with these values (left out of the dump, so
@@ -204,9 +211,14 @@ class ObjectiveParams(Section):
 
     def check(self, name: str, params: Params) -> None:
         """Checks against the rest of the params file, for method ``name``; raise
-        ``ValueError`` naming ``methods.<name>.<key>`` and what is accepted. A subclass that
-        overrides it calls this one."""
-        if self.unlabeled == "ignore" or name not in params.pipeline.methods:
+        ``ValueError`` naming ``methods.<name>.<key>`` and what is accepted."""
+
+    def check_unlabeled(self, name: str, params: Params) -> None:
+        """The ``unlabeled`` keys against the configured source, for method ``name`` of
+        ``pipeline.methods`` (``sibnet.config.Params`` calls it for every such method, whatever
+        the objective); ``ValueError`` naming the key when the source yields no unlabeled
+        images, or none with withheld labels for ``oracle``."""
+        if self.unlabeled == "ignore":
             return
         section = f"prepare.{params.prepare.source}"
         has, withheld = params.prepare.section().unlabeled_images()

@@ -107,9 +107,7 @@ class SibnetParams(ObjectiveParams):
 
     def check(self, name: str, params: Params) -> None:
         """``warmup_epochs`` against ``train.epochs``, ``lambda_faith`` against
-        ``train.processes``, ``task_weighting`` against ``train.class_weights`` and the task,
-        and the shared checks (:meth:`ObjectiveParams.check`)."""
-        super().check(name, params)
+        ``train.processes``, ``task_weighting`` against ``train.class_weights`` and the task."""
         epochs = params.train.epochs
         if self.warmup_epochs >= epochs:
             raise ValueError(

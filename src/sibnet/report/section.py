@@ -108,6 +108,8 @@ class Section:
         build: reads the section's inputs through the context and returns its output.
         metrics_caption: reStructuredText naming its ``metrics.json`` entries, for the caption of
             ``metrics.json`` (``""`` when it has none).
+        written_when: for a section that writes its files only under some params, when
+            (e.g. ``"report.pairs lists pairs"``); ``""``: always.
     """
 
     name: str
@@ -115,6 +117,7 @@ class Section:
     files: tuple[ReportFile, ...]
     build: Callable[[ReportContext], SectionOutput]
     metrics_caption: str = ""
+    written_when: str = ""
 
     @property
     def module(self) -> str:

@@ -47,14 +47,21 @@ from sibnet.report.sections import SECTIONS
 from sibnet.report.summary import SUMMARY_FILE, summary_markdown
 from sibnet.tracking import start_run
 
-__all__ = ["REPORT_FILES", "ReportError", "report"]
+__all__ = ["CONDITIONAL_FILES", "REPORT_FILES", "ReportError", "report"]
 
 log = logging.getLogger(__name__)
 
 REPORT_FILES = (SUMMARY_FILE.name, *(f.name for f in SECTIONS.files()))
 """What ``results/report/`` can hold (at import time): ``summary.md`` and every section's
 files. The overlay figures only if some image was shown; a skipped section's figures not (its
-CSV tables are still written, header only)."""
+CSV tables are still written, header only); a section's files with
+:attr:`~sibnet.report.section.Section.written_when` only under its params
+(:data:`CONDITIONAL_FILES`)."""
+
+CONDITIONAL_FILES = frozenset(
+    f.name for section in SECTIONS.values() if section.written_when for f in section.files
+)
+"""The files of sections written only under some params (``report.pairs``, unlabeled images)."""
 
 
 def report(

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from sibnet.config import Params, ParamsError
+from sibnet.config import MethodParams, Params, ParamsError
 from sibnet.data.prepared import PreparedDataset
 from sibnet.data.tensors import PreparedImages
 from sibnet.distributed import (
@@ -192,16 +192,16 @@ def _training_images(
 
 
 def _unlabeled_record(
-    dataset: PreparedDataset, usage: str, loader: torch.utils.data.DataLoader | None
+    dataset: PreparedDataset, spec: MethodParams, loader: torch.utils.data.DataLoader | None
 ) -> dict[str, Any]:
     """What a run did with the dataset's unlabeled images (MLflow params, the checkpoint)."""
     if not dataset.n_unlabeled:
         return {}
-    used = {"ignore": 0, "use": dataset.n_unlabeled, "oracle": dataset.n_unlabeled}[usage]
+    added = spec.unlabeled_added(dataset.n_unlabeled, len(dataset.withheld_indices()))
     return {
-        "unlabeled_usage": usage,
+        "unlabeled_usage": spec.unlabeled,
         "unlabeled_images": dataset.n_unlabeled,
-        "unlabeled_images_used": used,
+        "unlabeled_images_used": sum(added),
         # the global batch: a BatchSampler's, or a ShardedBatchSampler's (several processes)
         "unlabeled_batch_size": 0 if loader is None else int(loader.batch_sampler.batch_size),
     }
@@ -287,8 +287,9 @@ def _train(
     dataset = PreparedDataset.open(prepared, verify=True)
     train_set, unlabeled_set = _training_images(dataset, method, spec.unlabeled, rank)
     val_set = PreparedImages(dataset, "val")
-    for split, images in (("train", train_set), ("val", val_set)):
-        if len(images) < rank.world:
+    shared = [("train", train_set), ("val", val_set), ("unlabeled train", unlabeled_set)]
+    for split, images in shared:
+        if images is not None and len(images) < rank.world:
             raise DistributedError(
                 f"{prepared}: {len(images)} {split} image(s) cannot be shared by "
                 f"{rank.world} training processes; lower train.processes"
@@ -397,7 +398,7 @@ def _train(
         else contextlib.nullcontext(Tracker(None))
     )
     with tracking as tracker:
-        used = _unlabeled_record(dataset, spec.unlabeled, unlabeled_loader)
+        used = _unlabeled_record(dataset, spec, unlabeled_loader)
         tracker.log_params({**described, "seed": seed, "task": dataset.task, **used})
         for epoch in tqdm(
             range(first, settings.epochs + 1),

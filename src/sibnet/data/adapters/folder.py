@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sibnet.config import PrepareParams
+from sibnet.config import ParamsError, PrepareParams
 from sibnet.data.adapters.tables import (
     check_directory,
     check_table,
@@ -144,6 +144,12 @@ def check_folder(params: PrepareParams) -> None:
     )
     unlabeled = _unlabeled_csv_path(options)
     if unlabeled is not None:
+        if unlabeled.name == _csv_path(options).name:
+            raise ParamsError(
+                f"{_KEY}.unlabeled_csv = {options.unlabeled_csv!r} has the file name of "
+                f"{_KEY}.csv ({Path(options.csv).name!r}): problems are reported by file name, "
+                "so the two must be told apart; accepted: another file with another name"
+            )
         check_table(
             unlabeled,
             _unlabeled_columns(options),

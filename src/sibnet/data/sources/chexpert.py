@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
+from pydantic import Field, field_validator
 
 from sibnet.data.sources.registry import SourceParams, register_source
 from sibnet.schema import ClassName, unique
@@ -48,6 +48,7 @@ class ChexpertParams(SourceParams):
     """
 
     required = ("root",)
+    dumped_when_set = ("unlabeled_fraction",)
 
     root: str | None = None
     train_csv: str = "CheXpert-v1.0/train.csv"
@@ -59,15 +60,6 @@ class ChexpertParams(SourceParams):
     frontal_only: bool = True
     lesion_masks: str | None = None
     unlabeled_fraction: float = Field(0.0, ge=0.0, lt=1.0)
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Dump ``unlabeled_fraction`` only when set (params without unlabeled images dump,
-        and so hash, as before the key existed)."""
-        data = handler(self)
-        if not data.get("unlabeled_fraction", 1):
-            data.pop("unlabeled_fraction")
-        return data
 
     def unlabeled_images(self) -> tuple[bool, bool]:
         """``unlabeled_fraction`` > 0; their labels are withheld."""

@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     Field,
-    SerializerFunctionWrapHandler,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -47,6 +45,12 @@ class FolderParams(SourceParams):
     """
 
     required = ("root", "classes")
+    dumped_when_set = (
+        "lesion_mask_columns",
+        "organ_mask_columns",
+        "unlabeled_fraction",
+        "unlabeled_csv",
+    )
 
     root: str | None = None
     csv: str = "labels.csv"
@@ -73,19 +77,6 @@ class FolderParams(SourceParams):
     @classmethod
     def _unique_names(cls, values: list[str]) -> list[str]:
         return unique(values)
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Dump the mask-column and unlabeled-image keys only when set: params that use mask
-        folders (or no masks) and no unlabeled images dump, and so hash
-        (:func:`sibnet.models.classifier.params_hash`), without them."""
-        data = handler(self)
-        for key in ("lesion_mask_columns", "organ_mask_columns", "unlabeled_csv"):
-            if data.get(key) is None:
-                data.pop(key, None)
-        if not data.get("unlabeled_fraction", 1):
-            data.pop("unlabeled_fraction")
-        return data
 
     @model_validator(mode="after")
     def _masks_one_way(self) -> FolderParams:

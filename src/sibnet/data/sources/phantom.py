@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import (
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -44,6 +42,7 @@ class PhantomParams(SourceParams):
     model_config = ConfigDict(**Section.model_config, serialize_by_alias=True)
 
     task_key = "mode"
+    dumped_when_set = ("unlabeled_images",)
 
     n_images: int = Field(2400, ge=10, le=1_000_000)
     size: int = Field(128, ge=32, le=1024)
@@ -73,16 +72,6 @@ class PhantomParams(SourceParams):
         if len(set(findings)) != len(findings):
             raise ValueError(f"findings must not repeat, got {findings}")
         return findings
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Dump ``unlabeled_images`` only when set: params without unlabeled images dump, and
-        so hash (and describe their dataset in ``dataset.json``), as before the key existed."""
-        data = handler(self)
-        if not self.n_unlabeled:
-            data.pop("unlabeled_images", None)
-            data.pop("n_unlabeled", None)
-        return data
 
     @model_validator(mode="after")
     def _shortcut_is_a_class(self) -> PhantomParams:

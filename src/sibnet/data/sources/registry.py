@@ -24,7 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import SerializerFunctionWrapHandler, model_serializer
 
 from sibnet.registry import Registry, RegistryError
 from sibnet.schema import Section
@@ -58,6 +60,21 @@ class SourceParams(Section):
 
     task_key: ClassVar[str | None] = None
     """The key of this section that sets :meth:`known_task`, for messages (``None``: none)."""
+
+    dumped_when_set: ClassVar[tuple[str, ...]] = ()
+    """Keys left out of the dump while at their default (keys added after datasets were
+    prepared with the source: params that do not use them dump, and so hash, as before)."""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The dump without the :attr:`dumped_when_set` keys that hold their default."""
+        data = handler(self)
+        for name, field in type(self).model_fields.items():
+            listed = name in self.dumped_when_set or field.alias in self.dumped_when_set
+            if listed and getattr(self, name) == field.get_default(call_default_factory=True):
+                data.pop(name, None)
+                data.pop(field.alias or name, None)
+        return data
 
     def missing(self) -> list[str]:
         """The :attr:`required` keys left unset."""

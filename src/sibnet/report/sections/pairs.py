@@ -74,9 +74,11 @@ SECTION = Section(
 the other's, and ``delta`` = method − against with ``delta_ci_low``/``delta_ci_high`` its
 interval over seeds *and* test images (as in ``clean_auc.csv``), ``image_delta_ci_low``/
 ``image_delta_ci_high`` over test images only; ``p_holm`` is Holm-adjusted over the pairs and
-``verdict`` reads it.""",
+``verdict`` reads it. Each pair's image resamples are drawn for the two methods alone, so a
+method's CI here may differ in the third decimal from ``clean_auc.csv``'s.""",
         ),
     ),
     build=build,
     metrics_caption="``pairs`` (one entry per pair of ``report.pairs``, when there are some)",
+    written_when="report.pairs lists pairs",
 )

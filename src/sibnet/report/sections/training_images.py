@@ -33,15 +33,12 @@ def build(context: ReportContext) -> SectionOutput:
     counts = meta["split_counts"]
     labeled = int(counts["train"]) - int(unlabeled["images"])
     batch = params.train.batch_size
-    added = {  # unlabeled images a method adds, by its setting: as unlabeled, or as labeled
-        "ignore": (0, 0),
-        "use": (0, int(unlabeled["images"])),
-        "oracle": (int(unlabeled["withheld_labels"]), 0),
-    }
     rows = []
     for name in params.pipeline.methods:
         method = params.method(name)
-        as_labeled, as_unlabeled = added[method.unlabeled]
+        as_labeled, as_unlabeled = method.unlabeled_added(
+            int(unlabeled["images"]), int(unlabeled["withheld_labels"])
+        )
         rows.append(
             {
                 "method": name,
@@ -109,4 +106,5 @@ and the images of each step (``labeled_per_step`` + ``unlabeled_per_step``).""",
     build=build,
     metrics_caption="``training_images`` (the training split's labeled and unlabeled counts, "
     "when it has unlabeled images)",
+    written_when="the source yields unlabeled training images",
 )
