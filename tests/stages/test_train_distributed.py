@@ -26,6 +26,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -202,11 +203,20 @@ def assert_same_step_gradients(found: torch.Tensor, expected: torch.Tensor, what
     assert max(relative) < GRADIENT_RTOL, relative
 
 
-def _gradient_rank_main(local_rank: int, port: int, prepared: str, method: dict, out: str) -> None:
+def gradient_rank_main(
+    local_rank: int,
+    port: int,
+    prepared: str,
+    method: dict,
+    out: str,
+    gradients: Callable[[Path, dict, Rank], dict[str, Any]] | None = None,
+) -> None:
+    """One of two spawned processes: ``gradients(prepared, method, rank)`` (default
+    :func:`_epoch_gradients`) under torchrun's environment; rank 0 saves it to ``out``."""
     _torchrun_env(local_rank, 2, port)
     torch.set_num_threads(1)
     with process_group(2, torch.device("cpu")) as rank:
-        found = _epoch_gradients(Path(prepared), method, rank)
+        found = (gradients or _epoch_gradients)(Path(prepared), method, rank)
     if rank.main:
         torch.save(found, out)
 
@@ -229,7 +239,7 @@ def test_every_distributed_step_has_the_global_batch_gradient(
     expected = _epoch_gradients(prepared_tiny, method_raw, Rank())
     out = tmp_path / "found.pt"
     args = (_free_port(), str(prepared_tiny), method_raw, str(out))
-    mp.spawn(_gradient_rank_main, args=args, nprocs=2, join=True)
+    mp.spawn(gradient_rank_main, args=args, nprocs=2, join=True)
     found = torch.load(out, weights_only=False)
     assert_same_step_gradients(found["steps"], expected["steps"], architecture)
     assert found["scales"] == pytest.approx(expected["scales"], rel=1e-6)

@@ -17,7 +17,7 @@ import sibnet.stages.train as train_stage
 from sibnet.config import MethodParams, Params, ParamsError, validate_params
 from sibnet.data.prepared import PreparedDataset
 from sibnet.data.tensors import PreparedImages
-from sibnet.distributed import Rank, process_group
+from sibnet.distributed import Rank
 from sibnet.engine import make_loader, train_epoch
 from sibnet.losses import build_objective
 from sibnet.models.classifier import build_classifier, load_checkpoint
@@ -31,8 +31,8 @@ from tests.stages.test_train_distributed import (
     _patch_norm,
     _per_image_norm,
     _spawned,
-    _torchrun_env,
     assert_same_step_gradients,
+    gradient_rank_main,
 )
 
 UNLABELED = 24
@@ -202,15 +202,6 @@ def _epoch_gradients(prepared: Path, method: dict, rank: Rank) -> dict:
     return {"steps": torch.stack(optimizer.steps)}
 
 
-def _gradient_rank_main(local_rank: int, port: int, prepared: str, method: dict, out: str) -> None:
-    _torchrun_env(local_rank, 2, port)
-    torch.set_num_threads(1)
-    with process_group(2, torch.device("cpu")) as rank:
-        found = _epoch_gradients(Path(prepared), method, rank)
-    if rank.main:
-        torch.save(found, out)
-
-
 @pytest.mark.parametrize("method", ["sibnet", "entropy"])
 def test_every_distributed_step_with_unlabeled_images_has_the_global_gradient(
     prepared_odd: Path, tmp_path: Path, method: str
@@ -224,7 +215,8 @@ def test_every_distributed_step_with_unlabeled_images_has_the_global_gradient(
     torch.set_num_threads(1)
     expected = _epoch_gradients(prepared_odd, raw, Rank())
     out = tmp_path / "found.pt"
-    mp.spawn(_gradient_rank_main, args=(_free_port(), str(prepared_odd), raw, str(out)), nprocs=2)
+    args = (_free_port(), str(prepared_odd), raw, str(out), _epoch_gradients)
+    mp.spawn(gradient_rank_main, args=args, nprocs=2)
     found = torch.load(out, weights_only=False)
     assert_same_step_gradients(found["steps"], expected["steps"], method)
 
