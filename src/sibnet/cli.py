@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -83,8 +84,8 @@ def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """
     from sibnet import invocation
     from sibnet.launch import launch, needs_launch, rank_from_env
-    from sibnet.lineage import now, write_record
-    from sibnet.tracking import git_state
+    from sibnet.lineage import now, output_files, write_record
+    from sibnet.tracking import git_state, log_output_hashes
 
     spec: Stage = args.stage
     names = ("params", *spec.inputs, *spec.outputs)
@@ -109,7 +110,8 @@ def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if rank_from_env() != 0:  # another data-parallel process: rank 0 records the run
         return 0
     keys = [expand(key, method=method or "") for key in spec.params]
-    write_record(
+    run_id = _last_run_id() if params.tracking.enabled else None
+    record = write_record(
         stage=spec.name,
         dataset=params.prepare.dataset,
         method=method,
@@ -120,11 +122,14 @@ def _run_stage(args: argparse.Namespace, argv: Sequence[str]) -> int:
         inputs={name: getattr(args, name) for name in spec.inputs},
         outputs={name: getattr(args, name) for name in spec.outputs},
         code=git_state(),
-        mlflow_run_id=_last_run_id() if params.tracking.enabled else None,
+        mlflow_run_id=run_id,
         invocation=invocation.current().record(),
         started=started,
         ended=ended,
     )
+    if run_id is not None:  # the hashes again, in the tracking store (audit --verify)
+        written = json.loads(record.read_text(encoding="utf-8"))
+        log_output_hashes(run_id, written["job"], output_files(written))
     return 0
 
 

@@ -388,7 +388,9 @@ for _spec in (
             Option(
                 "--verify",
                 "re-hash every artifact listed in <lineage>/lineage.json (default lineage: "
-                "results/audit) and report each that changed or vanished; exit 1 if any did",
+                "results/audit), report each that changed, vanished or was added to a folder "
+                "output, and compare the audited hashes with the job records and the MLflow "
+                "runs; exit 1 on any finding",
                 runs="verify_command",
             ),
         ),

@@ -43,9 +43,11 @@ __all__ = [
     "PACKAGES",
     "RECORD_FORMAT",
     "digest",
+    "entry_files",
     "environment",
     "job_name",
     "now",
+    "output_files",
     "read_records",
     "relative",
     "tree_files",
@@ -189,6 +191,22 @@ def write_record(
     path = records / f"{job}.json"
     write_json(path, record)
     return path
+
+
+def entry_files(entry: Mapping[str, Any]) -> dict[str, str]:
+    """Path → SHA-256 of every file of one recorded input or output (:func:`digest`'s entry:
+    a folder's files under its path; nothing for a missing one)."""
+    if "files" in entry:
+        return {f"{entry['path']}/{name}": sha for name, sha in entry["files"].items()}
+    return {} if entry.get("missing") else {entry["path"]: entry["sha256"]}
+
+
+def output_files(record: Mapping[str, Any]) -> dict[str, str]:
+    """Path → SHA-256 of every file of every output of a job record."""
+    found: dict[str, str] = {}
+    for entry in record["outputs"].values():
+        found |= entry_files(entry)
+    return found
 
 
 def read_records(records: Path = LINEAGE_DIR) -> list[dict[str, Any]]:

@@ -69,6 +69,8 @@ __all__ = [
     "check_server",
     "flatten",
     "git_state",
+    "log_output_hashes",
+    "logged_output_hashes",
     "redact",
     "start_run",
     "tracking_uri",
@@ -77,6 +79,8 @@ __all__ = [
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACT_ROOT = "mlartifacts"
 HEALTH_TIMEOUT_S = 5.0
+OUTPUT_HASHES = "sibnet/outputs.json"
+"""The artifact of a stage's MLflow run that holds its outputs' hashes (after the job ends)."""
 """Seconds :func:`check_server` waits for a tracking server's ``/health`` answer."""
 
 FIXES = (
@@ -383,3 +387,41 @@ def _run(
     ):
         log.info("MLflow run %s in %s", run.info.run_id, redact(uri))
         yield Tracker(mlflow)
+
+
+def log_output_hashes(run_id: str, job: str, files: Mapping[str, str]) -> None:
+    """Write the SHA-256 of every output file of ``job`` (``files``: path → hash, as in its
+    lineage record) to its MLflow run ``run_id`` as the artifact :data:`OUTPUT_HASHES`: a copy
+    of the hashes in the tracking store, a trust domain apart from the files (on a server),
+    which ``sibnet audit --verify`` compares with the audit and the job's record."""
+    import mlflow
+
+    uri = tracking_uri()
+    try:
+        mlflow.MlflowClient(uri).log_dict(
+            run_id, {"job": job, "files": dict(sorted(files.items()))}, OUTPUT_HASHES
+        )
+    except BaseException as error:
+        _scrub(error, uri)
+        raise
+
+
+def logged_output_hashes(run_id: str) -> dict[str, str]:
+    """The output hashes :func:`log_output_hashes` wrote to run ``run_id`` (path → SHA-256).
+
+    Raises:
+        TrackingError: the store holds no such run or artifact, or cannot be read; the message
+            names the run and the store (credentials masked).
+    """
+    import mlflow
+
+    uri = tracking_uri()
+    try:
+        mlflow.set_tracking_uri(uri)
+        found = mlflow.artifacts.load_dict(f"runs:/{run_id}/{OUTPUT_HASHES}")
+    except Exception as error:  # MLflow raises several types for a missing run or file
+        raise TrackingError(
+            f"MLflow run {run_id} in {redact(uri)}: no output hashes readable "
+            f"({OUTPUT_HASHES}): {_mask(str(error), uri, _secrets(uri))}"
+        ) from None
+    return dict(found.get("files", {}))

@@ -158,7 +158,42 @@ def test_verify_catches_tampering_and_vanishing(
     assert main(["audit", "--verify", "--lineage", "results/audit"]) == 1
     out = capsys.readouterr().out
     assert "changed:  results/toy/sibnet/seed0/saliency.json" in out
-    assert "2 artifact(s) changed or vanished" in out
+    assert "2 finding(s)" in out
+
+
+def test_verify_catches_a_result_and_its_audited_hash_edited_alike(tree: Params) -> None:
+    """The consistent edit (the file, and its hash and size in lineage.json) is caught by the
+    job's record in .sibnet/lineage/, which holds the hash the job wrote. A file added to a
+    folder output and a deleted job record are findings too. (Tracking is off here: the
+    MLflow copy is checked on the real pipeline, tests/workflow/test_lineage.py.)"""
+    import hashlib
+
+    _audit(tree)
+    target = Path("results/toy/sibnet/seed0/saliency.json")
+    content = target.read_bytes() + b" "
+    target.write_bytes(content)
+    lineage = Path("results/audit/lineage.json")
+    document = json.loads(lineage.read_text())
+    for artifact in document["artifacts"]:
+        if artifact["path"] == target.as_posix():
+            artifact.update(sha256=hashlib.sha256(content).hexdigest(), bytes=len(content))
+    lineage.write_text(json.dumps(document))
+    problems = verify(Path("results/audit"))
+    assert len(problems) == 1 and problems[0].startswith(
+        "disagree: results/toy/sibnet/seed0/saliency.json: lineage.json has "
+    )
+    assert "the job record (.sibnet/lineage/<job>.json) of saliency/toy/sibnet/seed0" in problems[0]
+
+    folder = Path(STAGES["report"].outputs["report"])
+    _write(folder / "late.csv", "added after the audit")
+    os.remove(Path(".sibnet/lineage/evaluate/toy/baseline/seed0.json"))
+    problems = verify(Path("results/audit"))
+    assert f"added:    {folder.as_posix()}/late.csv (inside output 'report' of report/toy, " in (
+        "\n".join(problems)
+    )
+    assert any(
+        p.startswith("missing:  evaluate/toy/baseline/seed0: the job record") for p in problems
+    )
 
 
 def test_verify_without_an_audit_names_the_fix(tmp_path: Path, monkeypatch) -> None:

@@ -83,6 +83,81 @@ def test_the_audit_traces_every_output_and_verify_catches_tampering(
         run(["sibnet", "audit", "--verify"], copy, env=clean_env())
 
 
+def _verify(copy: Path) -> str:
+    """``sibnet audit --verify``'s output in ``copy``, expecting exit status 1."""
+    with pytest.raises(AssertionError) as failed:
+        run(["sibnet", "audit", "--verify"], copy, env=clean_env())
+    assert "exited 1" in str(failed.value)
+    return str(failed.value)
+
+
+def _rehash(path: Path, artifact: str, content: bytes) -> None:
+    """Set ``artifact``'s hash and size in the lineage document (or job record) at ``path``,
+    wherever it is listed, to those of ``content`` (the consistent-edit attack)."""
+    sha = hashlib.sha256(content).hexdigest()
+    text = path.read_text()
+    document = json.loads(text)
+    for entry in document.get("artifacts", []):
+        if entry["path"] == artifact:
+            entry.update(sha256=sha, bytes=len(content))
+    for job in [document, *document.get("jobs", [])]:
+        for entry in job.get("outputs", {}).values():
+            if entry.get("path") == artifact:
+                entry.update(sha256=sha, bytes=len(content))
+    path.write_text(json.dumps(document, indent=2))
+
+
+def test_verify_cross_checks_the_audit_with_the_job_records_and_the_mlflow_runs(
+    snakemake_run: Path, tmp_path: Path
+) -> None:
+    """Editing a result and its hash in lineage.json alike is caught by the job record and by
+    the MLflow run; editing the job record too, by the MLflow run; a file added to a folder
+    output after the audit is reported."""
+    copy = tmp_path / "repo"
+    shutil.copytree(snakemake_run, copy, symlinks=True)
+    result = run(["sibnet", "audit", "--verify"], copy, env=clean_env())
+    assert "the job records and the MLflow runs agree" in result.stdout
+    assert "note:" not in result.stdout
+
+    metrics = copy / "results/metrics.json"
+    tampered = metrics.read_bytes() + b" "
+    metrics.write_bytes(tampered)
+    _rehash(copy / "results/audit/lineage.json", "results/metrics.json", tampered)
+    found = _verify(copy)
+    assert "changed:" not in found  # the audit itself was made consistent
+    assert "disagree: results/metrics.json: lineage.json has" in found
+    assert "the job record (.sibnet/lineage/<job>.json) of report/tiny has" in found
+    assert "the MLflow run of report/tiny has" in found
+
+    _rehash(copy / ".sibnet/lineage/report/tiny.json", "results/metrics.json", tampered)
+    found = _verify(copy)
+    assert "the job record (.sibnet/lineage/<job>.json) of" not in found
+    assert "disagree: results/metrics.json: lineage.json has" in found
+    assert "the MLflow run of report/tiny has" in found
+
+    metrics.write_bytes(tampered[:-1])  # put the file back: lineage.json still differs
+    extra = copy / "results/report/notes.csv"
+    extra.write_text("added after the audit\n")
+    found = _verify(copy)
+    assert "changed:  results/metrics.json" in found
+    assert "added:    results/report/notes.csv (inside output 'report' of report/tiny" in found
+
+
+def test_verify_without_the_job_records_and_the_store_compares_what_is_there(
+    snakemake_run: Path, tmp_path: Path
+) -> None:
+    """A clone that pulled the results: no .sibnet/lineage/, no mlflow.db. Verify re-hashes
+    the files and says which sources it could not compare."""
+    copy = tmp_path / "repo"
+    shutil.copytree(snakemake_run, copy, symlinks=True)
+    shutil.rmtree(copy / ".sibnet/lineage")
+    (copy / "mlflow.db").unlink()
+    result = run(["sibnet", "audit", "--verify"], copy, env=clean_env())
+    assert "note: no job records here (.sibnet/lineage/): not compared" in result.stdout
+    assert "note: no MLflow store here" in result.stdout
+    assert "is as audited" in result.stdout
+
+
 def test_nothing_written_holds_an_absolute_path_of_the_machine(snakemake_run: Path) -> None:
     """Checkpoints, manifests, dataset descriptions and lineage records are relocatable."""
     files = [

@@ -20,8 +20,12 @@ Checks (an :class:`AuditError` names the job or file and the fix):
 - every input a job read is what the job that produced it wrote (a stale downstream result).
 
 ``sibnet audit --verify [--lineage results/audit]`` re-hashes every artifact listed in
-``lineage.json`` and reports each that changed or vanished since the audit, exiting 1 if any
-did (see :func:`verify`).
+``lineage.json`` and reports each that changed or vanished since the audit, and each file added
+inside a folder output; and it compares every artifact's hash in ``lineage.json`` with two
+copies the audit cannot rewrite: the job's record in ``.sibnet/lineage/`` and the hashes the
+job logged to its MLflow run (``sibnet/outputs.json``, written by the ``sibnet`` command after
+the job; on a tracking server, a separate trust domain). Any disagreement names the artifact
+and the two sources; it exits 1 on any finding (see :func:`verify`).
 """
 
 from __future__ import annotations
@@ -35,8 +39,18 @@ from sibnet.config import Params
 from sibnet.dag import STAGES
 from sibnet.errors import SibnetError
 from sibnet.files import atomic_dir, sha256_file, write_json
-from sibnet.lineage import LINEAGE_DIR, digest, job_name, now, read_records, relative
-from sibnet.tracking import git_state, start_run
+from sibnet.lineage import (
+    LINEAGE_DIR,
+    digest,
+    entry_files,
+    job_name,
+    now,
+    output_files,
+    read_records,
+    relative,
+    tree_files,
+)
+from sibnet.tracking import DEFAULT_TRACKING_URI, git_state, start_run, tracking_uri
 
 __all__ = ["LINEAGE_FORMAT", "AuditError", "audit", "verify", "verify_command"]
 
@@ -66,13 +80,6 @@ def _expected_jobs(params: Params) -> list[str]:
     return jobs
 
 
-def _files(entry: dict[str, Any]) -> dict[str, str]:
-    """Path → SHA-256 of every file of one recorded input or output."""
-    if "files" in entry:
-        return {f"{entry['path']}/{name}": sha for name, sha in entry["files"].items()}
-    return {} if entry.get("missing") else {entry["path"]: entry["sha256"]}
-
-
 def _check(records: dict[str, dict[str, Any]], jobs: list[str], where: Path) -> None:
     missing = [j for j in jobs if j not in records]
     if missing:
@@ -86,16 +93,18 @@ def _check(records: dict[str, dict[str, Any]], jobs: list[str], where: Path) -> 
         for name, recorded in records[job]["outputs"].items():
             now_ = digest(recorded["path"])
             if now_.get("sha256") != recorded.get("sha256"):
-                changed = sorted(set(_files(recorded).items()) ^ set(_files(now_).items()), key=str)
+                changed = sorted(
+                    set(entry_files(recorded).items()) ^ set(entry_files(now_).items()), key=str
+                )
                 raise AuditError(
                     f"{recorded['path']} ({job}, output {name!r}) differs from what its job "
                     f"wrote (first difference: {changed[0][0] if changed else 'the folder'}); "
                     "re-run that job or restore the file"
                 )
-            produced.update({path: (sha, job) for path, sha in _files(recorded).items()})
+            produced.update({path: (sha, job) for path, sha in entry_files(recorded).items()})
     for job in jobs:
         for name, entry in records[job]["inputs"].items():
-            for path, sha in _files(entry).items():
+            for path, sha in entry_files(entry).items():
                 if path in produced and produced[path][0] != sha:
                     raise AuditError(
                         f"{job} read {path} (input {name!r}) before {produced[path][1]} last "
@@ -127,7 +136,7 @@ def audit(
         for job in jobs:
             record = by_job[job]
             for name, entry in record["outputs"].items():
-                for path, sha in _files(entry).items():
+                for path, sha in entry_files(entry).items():
                     artifacts.append(
                         {
                             "path": path,
@@ -178,9 +187,27 @@ def _invocations(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(found.values())
 
 
-def verify(lineage: Path) -> list[str]:
-    """Re-hash every artifact of ``<lineage>/lineage.json``; return one line per artifact that
-    changed or vanished since the audit (empty: all intact)."""
+def verify(lineage: Path, records: Path = LINEAGE_DIR, notes: list[str] | None = None) -> list[str]:
+    """Check the files and the audit against each other and against two independent copies of
+    the hashes; return one line per finding (empty: all intact).
+
+    - every artifact of ``<lineage>/lineage.json`` is re-hashed (``changed``, ``vanished``);
+    - every file inside a folder output that is not in the audit is reported (``added``);
+    - every artifact's hash is compared with its job's record in ``records``
+      (``.sibnet/lineage/``) and with the hashes the job logged to its MLflow run
+      (:func:`sibnet.tracking.log_output_hashes`; jobs run with tracking off have none):
+      ``disagree`` names the artifact and the two sources that differ. Editing a result and
+      its hash in ``lineage.json`` alike is caught here; so is a record or MLflow entry that
+      lost its artifact (``unrecorded``).
+
+    A source that is not on this machine at all — no ``records`` folder (a clone that pulled
+    the results with DVC), or the default local MLflow store ``./mlflow.db`` absent with
+    ``MLFLOW_TRACKING_URI`` unset — is not compared; a line saying so goes to ``notes``. A
+    source that is here but lacks a job (a deleted record, a run without output hashes) is a
+    finding (``missing``).
+    """
+    from sibnet.tracking import TrackingError, logged_output_hashes
+
     path = Path(lineage) / "lineage.json"
     if not path.is_file():
         raise AuditError(f"{path}: not found; run `sibnet audit` (the DAG's last stage) first")
@@ -188,27 +215,100 @@ def verify(lineage: Path) -> list[str]:
     if document.get("format") != LINEAGE_FORMAT:
         raise AuditError(f"{path}: format {document.get('format')!r}, expected {LINEAGE_FORMAT}")
     problems = []
+    audited = {a["path"]: a for a in document["artifacts"]}
     for artifact in document["artifacts"]:
         file = Path(artifact["path"])
         if not file.is_file():
             problems.append(f"vanished: {artifact['path']} (from {artifact['job']})")
         elif sha256_file(file) != artifact["sha256"]:
             problems.append(f"changed:  {artifact['path']} (from {artifact['job']})")
+    for job in document["jobs"]:
+        for name, entry in job["outputs"].items():
+            if "files" not in entry or not Path(entry["path"]).is_dir():
+                continue
+            for file in tree_files(Path(entry["path"])):
+                if relative(file) not in audited:
+                    problems.append(
+                        f"added:    {relative(file)} (inside output {name!r} of {job['job']}, "
+                        "not in the audit)"
+                    )
+    notes = [] if notes is None else notes
+    sources: list[tuple[str, dict[str, dict[str, str] | str]]] = []
+    if Path(records).is_dir():
+        by_job = {r["job"]: r for r in read_records(records)}
+        sources.append(
+            (
+                f"the job record ({records}/<job>.json)",
+                {
+                    j["job"]: output_files(by_job[j["job"]])
+                    if j["job"] in by_job
+                    else f"no record {records}/{j['job']}.json"
+                    for j in document["jobs"]
+                },
+            )
+        )
+    else:
+        notes.append(f"no job records here ({records}/): not compared")
+    tracked = [j for j in document["jobs"] if j.get("mlflow_run_id")]
+    if tracked and not _local_store_absent():
+        mlflow: dict[str, dict[str, str] | str] = {}
+        for job in tracked:
+            try:
+                mlflow[job["job"]] = logged_output_hashes(job["mlflow_run_id"])
+            except TrackingError as error:
+                mlflow[job["job"]] = str(error)
+        sources.append(("the MLflow run", mlflow))
+    elif tracked:
+        notes.append(
+            f"no MLflow store here ({DEFAULT_TRACKING_URI}, MLFLOW_TRACKING_URI unset): the "
+            "runs' output hashes not compared"
+        )
+    for label, hashes in sources:
+        for job_name_, found in hashes.items():
+            if isinstance(found, str):
+                problems.append(f"missing:  {job_name_}: {label}: {found}")
+                continue
+            mine = {p: a["sha256"] for p, a in audited.items() if a["job"] == job_name_}
+            for file in sorted(set(mine) | set(found)):
+                if file not in found:
+                    problems.append(f"disagree: {file}: lineage.json lists it, {label} does not")
+                elif file not in mine:
+                    problems.append(f"unrecorded: {file}: {label} lists it, lineage.json does not")
+                elif found[file] != mine[file]:
+                    problems.append(
+                        f"disagree: {file}: lineage.json has {mine[file][:12]}…, {label} of "
+                        f"{job_name_} has {found[file][:12]}…"
+                    )
     return problems
+
+
+def _local_store_absent() -> bool:
+    """Whether the MLflow store is the default local one and it does not exist here."""
+    uri = tracking_uri()
+    return uri == DEFAULT_TRACKING_URI and not Path(uri.removeprefix("sqlite:///")).is_file()
 
 
 def verify_command(*, lineage: Path | None = None, **_paths: Path | None) -> int:
     """``sibnet audit --verify [--lineage DIR]``: print :func:`verify`'s findings and a
-    summary; exit status 1 if an artifact changed or vanished, else 0. (The audit's other
-    paths, given or not, are not needed.)"""
+    summary; exit status 1 if there is any, else 0. (The audit's other paths, given or not, are
+    not needed.)"""
     folder = lineage or Path(STAGES["audit"].outputs["lineage"])
-    problems = verify(folder)
+    notes: list[str] = []
+    problems = verify(folder, notes=notes)
+    for line in notes:
+        print(f"note: {line}")
     for line in problems:
         print(line)
     print(
-        f"{len(problems)} artifact(s) changed or vanished since the audit"
+        f"{len(problems)} finding(s): the files, the audit, the job records and the MLflow "
+        "runs do not all agree"
         if problems
-        else f"every artifact in {folder / 'lineage.json'} is as audited"
+        else f"every artifact in {folder / 'lineage.json'} is as audited, and "
+        + (
+            "the job records and the MLflow runs agree"
+            if not notes
+            else "what is here of the job records and the MLflow runs agrees (see the notes)"
+        )
     )
     return 1 if problems else 0
 
