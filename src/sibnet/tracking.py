@@ -418,7 +418,8 @@ def logged_output_hashes(run_id: str) -> dict[str, str]:
     uri = tracking_uri()
     try:
         mlflow.set_tracking_uri(uri)
-        found = mlflow.artifacts.load_dict(f"runs:/{run_id}/{OUTPUT_HASHES}")
+        with _env("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"):  # one bar per job otherwise
+            found = mlflow.artifacts.load_dict(f"runs:/{run_id}/{OUTPUT_HASHES}")
     except Exception as error:  # MLflow raises several types for a missing run or file
         raise TrackingError(
             f"MLflow run {run_id} in {redact(uri)}: no output hashes readable "
