@@ -243,6 +243,14 @@ def _write_run(
     )
 
 
+def _unreported_copy(root: Path, tmp_path: Path) -> Path:
+    """A copy of the run tree ``root`` under ``tmp_path`` without its report folder."""
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    shutil.rmtree(copy / "results/report")
+    return copy
+
+
 def _report(params: Params, root: Path) -> dict:
     return report(
         params,
@@ -560,12 +568,9 @@ def test_a_skipped_stage_still_writes_its_tables_with_the_header_only(
 
 @pytest.mark.parametrize("stage_name", ["saliency", "segment"])
 def test_runs_that_disagree_on_a_skip_are_refused(reported, tmp_path: Path, stage_name) -> None:
-    import shutil
 
     params, root, _ = reported
-    copy = tmp_path / "copy"
-    shutil.copytree(root, copy)
-    shutil.rmtree(copy / "results/report")
+    copy = _unreported_copy(root, tmp_path)
     if stage_name == "saliency":
         _write_skipped_saliency(copy, "better", 1, NO_LESIONS)
     else:
@@ -652,9 +657,7 @@ def toy_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def test_a_registered_section_is_in_the_report(reported, toy_section, tmp_path: Path) -> None:
     params, root, full = reported
-    copy = tmp_path / "copy"
-    shutil.copytree(root, copy)
-    shutil.rmtree(copy / "results/report")
+    copy = _unreported_copy(root, tmp_path)
     metrics = _report(params, copy)
     summary = (copy / "results/report/summary.md").read_text()
     assert "## Toy section\n\nSeeds per method: 2, 2\n\n## Figures" in summary
@@ -694,9 +697,7 @@ def test_a_section_module_left_unregistered_fails_naming_the_registry(
         r"sibnet\.report\.sections\.SECTIONS"
     )
     params, root, _ = reported
-    copy = tmp_path / "copy"
-    shutil.copytree(root, copy)
-    shutil.rmtree(copy / "results/report")
+    copy = _unreported_copy(root, tmp_path)
     with SECTIONS.restored():
         SECTIONS.unregister("training")
         with pytest.raises(ReportError, match=message):
@@ -733,9 +734,7 @@ def test_segmentation_and_report_references_may_differ(reported, tmp_path: Path)
     method. A mode the report's reference was not trained in is compared with the segmentation
     reference, the only method in it."""
     _, root, _ = reported
-    copy = tmp_path / "copy"
-    shutil.copytree(root, copy)
-    shutil.rmtree(copy / "results/report")
+    copy = _unreported_copy(root, tmp_path)
     for seed in (0, 1):  # "better" trained only the frozen decoder
         path = _path(copy, "segment", "segmentation", "better", seed)
         rows = pd.read_parquet(path)
@@ -762,9 +761,7 @@ def test_report_pairs_compare_two_methods_like_the_reference_table(
     reported, tmp_path: Path
 ) -> None:
     _, root, _ = reported
-    copy = tmp_path / "copy"
-    shutil.copytree(root, copy)
-    shutil.rmtree(copy / "results/report")
+    copy = _unreported_copy(root, tmp_path)
     raw = _params(["plain", "better"], [0, 1]).model_dump(mode="json")
     raw["report"]["pairs"] = [["better", "plain"], ["plain", "better"]]
     metrics = _report(validate_params(raw), copy)
@@ -806,9 +803,7 @@ def test_training_images_table_where_the_dataset_has_unlabeled_images(
     reported, tmp_path: Path
 ) -> None:
     _, root, _ = reported
-    copy = tmp_path / "copy"
-    shutil.copytree(root, copy)
-    shutil.rmtree(copy / "results/report")
+    copy = _unreported_copy(root, tmp_path)
     write_json(
         copy / "data/prepared/phantom/dataset.json",
         {

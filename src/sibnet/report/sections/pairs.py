@@ -30,8 +30,8 @@ def build(context: ReportContext) -> SectionOutput:
             reference=against,
             **context.boot,
         )
-        rows.append({"against": against, **table.iloc[0].to_dict()})
-        rows[-1]["against_mean"] = float(table.iloc[1]["mean"])
+        own, other = table.iloc[0], table.iloc[1]
+        rows.append({"against": against, **own.to_dict(), "against_mean": float(other["mean"])})
     table = pd.DataFrame(rows)
     table = add_verdicts(table, confidence=context.params.report.confidence, reference="")
     pct = f"{100 * context.params.report.confidence:g}%"
