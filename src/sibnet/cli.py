@@ -21,7 +21,9 @@ inputs and outputs the Snakemake rules and DVC stages pass::
     sibnet audit    --params params.yaml --prepared ... --models ... --results ...
                     --report results/report --metrics results/metrics.json
                     --noise_plot ... --saliency_plot ... --lineage results/audit
-    sibnet audit --verify [--lineage results/audit]
+    sibnet audit --verify [--lineage results/audit] [--public-key PUB]
+    sibnet audit --sign KEY [--lineage results/audit]
+    sibnet audit --prov FILE.json|FILE.provn [--lineage results/audit]
     sibnet dvc-yaml [--check] [--output dvc.yaml]
 
 The params file is validated before any work; errors print one clear message and exit 2.
@@ -62,7 +64,10 @@ def _add_stage(subparsers: argparse._SubParsersAction, spec: Stage) -> None:
             f"--{option}", type=Path, required=required, help=f"output, e.g. {template}"
         )
     for switch in spec.options:
-        parser.add_argument(switch.flag, action="store_true", default=None, help=switch.help)
+        if switch.metavar:
+            parser.add_argument(switch.flag, type=Path, metavar=switch.metavar, help=switch.help)
+        else:
+            parser.add_argument(switch.flag, action="store_true", default=None, help=switch.help)
     if spec.per_method:
         parser.add_argument("--method", required=True, help="a method named in params.methods")
         parser.add_argument("--seed", type=int, required=True, help="training seed")
@@ -186,10 +191,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         spec: Stage = args.stage
+        runs = [o.flag for o in spec.options if o.runs and getattr(args, o.dest)]
+        extra = [
+            o.flag
+            for o in spec.options
+            if not o.runs and o.metavar and getattr(args, o.dest) is not None
+        ]
+        if extra and not runs:
+            others = " / ".join(o.flag for o in spec.options if o.runs)
+            raise ParamsError(f"sibnet {spec.name}: {' '.join(extra)} goes with {others}")
+        if len(runs) > 1:
+            raise ParamsError(f"sibnet {spec.name}: give one of {' / '.join(runs)}, not several")
         for switch in spec.options:
             if switch.runs and getattr(args, switch.dest):
                 paths = {name: getattr(args, name) for name in (*spec.inputs, *spec.outputs)}
-                return getattr(_stage_module(spec), switch.runs)(**paths)
+                values = {o.dest: getattr(args, o.dest) for o in spec.options}
+                return getattr(_stage_module(spec), switch.runs)(**paths, **values)
         return _run_stage(args, argv)
     except SibnetError as error:
         print(f"sibnet {args.command}: error: {error}", file=sys.stderr)

@@ -59,7 +59,8 @@ _PLACEHOLDERS = ("dataset", "method", "seed")
 @dataclass(frozen=True)
 class Option:
     """A command-line switch of one stage, beyond its paths, ``--params``, ``--method`` and
-    ``--seed`` (``store_true``; unset it is ``None``, so a params default can apply).
+    ``--seed`` (``store_true``, or a path where ``metavar`` is set; unset it is ``None``, so a
+    params default can apply).
 
     Attributes:
         flag: e.g. ``--skip-invalid``.
@@ -67,13 +68,16 @@ class Option:
         keyword: the stage function's keyword argument it is passed as (``None``: not passed).
         runs: the function of the stage module to run instead of the stage when the switch is
             given, with the stage's paths as keywords (``None`` where not given); it returns the
-            exit status. A stage with such a switch needs none of its paths otherwise.
+            exit status. A stage with such a switch needs none of its paths otherwise. It
+            also gets the values of the stage's other options, by :attr:`dest`.
+        metavar: the option takes a path, shown as this in the help (``None``: a switch).
     """
 
     flag: str
     help: str
     keyword: str | None = None
     runs: str | None = None
+    metavar: str | None = None
 
     @property
     def dest(self) -> str:
@@ -392,6 +396,27 @@ for _spec in (
                 "output, and compare the audited hashes with the job records and the MLflow "
                 "runs; exit 1 on any finding",
                 runs="verify_command",
+            ),
+            Option(
+                "--public-key",
+                "with --verify: also check the Ed25519 signature of the audit folder "
+                "(<lineage>.sig.json, written by --sign) with this public key (PEM or OpenSSH)",
+                metavar="PUB",
+            ),
+            Option(
+                "--sign",
+                "sign the audit folder (<lineage>/*, default results/audit) with this Ed25519 "
+                "private key (PEM or OpenSSH; passphrase from SIBNET_SIGNING_KEY_PASSPHRASE); "
+                "writes <lineage>.sig.json beside the folder. The key is only read",
+                runs="sign_command",
+                metavar="KEY",
+            ),
+            Option(
+                "--prov",
+                "write the lineage of <lineage>/lineage.json as W3C PROV to this file "
+                "(PROV-JSON for .json, PROV-N for .provn)",
+                runs="prov_command",
+                metavar="FILE",
             ),
         ),
     ),

@@ -48,6 +48,7 @@ __all__ = [
     "job_name",
     "now",
     "output_files",
+    "read_document",
     "read_records",
     "relative",
     "tree_files",
@@ -211,13 +212,18 @@ def output_files(record: Mapping[str, Any]) -> dict[str, str]:
 
 def read_records(records: Path = LINEAGE_DIR) -> list[dict[str, Any]]:
     """Every record under ``records`` (sorted by job); unreadable files raise ``ValueError``."""
-    found = []
-    for path in sorted(Path(records).rglob("*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not a valid lineage record: {error}") from None
-        if record.get("format") != RECORD_FORMAT:
-            raise ValueError(f"{path}: format {record.get('format')!r}, expected {RECORD_FORMAT}")
-        found.append(record)
+    found = [read_document(path, RECORD_FORMAT) for path in sorted(Path(records).rglob("*.json"))]
     return sorted(found, key=lambda r: r["job"])
+
+
+def read_document(path: Path, expected: str) -> dict[str, Any]:
+    """The JSON document in ``path`` whose ``format`` must be ``expected``; an unreadable or
+    other document raises ``ValueError`` naming the file."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not a valid {expected} document: {error}") from None
+    if not isinstance(document, dict) or document.get("format") != expected:
+        found = document.get("format") if isinstance(document, dict) else None
+        raise ValueError(f"{path}: format {found!r}, expected {expected}")
+    return document

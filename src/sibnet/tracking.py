@@ -69,6 +69,7 @@ __all__ = [
     "check_server",
     "flatten",
     "git_state",
+    "leaks_credentials",
     "log_output_hashes",
     "logged_output_hashes",
     "redact",
@@ -175,6 +176,14 @@ def _scrub(error: BaseException, uri: str) -> None:
             if isinstance(message, str) and _leaks(message, uri, secrets):
                 current.message = _mask(message, uri, secrets)  # type: ignore[attr-defined]
         current = current.__cause__ or current.__context__
+
+
+def leaks_credentials(text: str) -> bool:
+    """Whether ``text`` holds a credential of the tracking store in use: the userinfo or a
+    secret query value of ``MLFLOW_TRACKING_URI``, the unredacted URI itself, or the value of
+    an MLflow credential environment variable (:data:`SECRET_ENV`)."""
+    uri = tracking_uri()
+    return _leaks(text, uri, _secrets(uri))
 
 
 def _leaks(text: str, uri: str, secrets: list[str]) -> bool:

@@ -71,6 +71,7 @@ def test_no_output_holds_a_column_the_pipeline_does_not_need(chexpert_run: Path)
     files = [p for f in folders for p in (chexpert_run / f).rglob("*") if p.is_file()]
     files.append(chexpert_run / "mlflow.db")
     assert len(files) > 20
+    assert chexpert_run / "results/audit/ro-crate-metadata.json" in files  # the crate too
     for path in files:
         data = path.read_bytes()
         for sentinel in SENTINELS:

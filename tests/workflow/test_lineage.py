@@ -172,3 +172,55 @@ def test_nothing_written_holds_an_absolute_path_of_the_machine(snakemake_run: Pa
     root = str(snakemake_run.resolve()).encode()
     for path in files:
         assert root not in path.read_bytes(), path
+
+
+def test_the_crate_of_the_real_run_holds_its_lineage(
+    snakemake_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The RO-Crate the DAG's audit wrote, read with the rocrate library: every artifact, job,
+    param, software version and MLflow run id as in lineage.json."""
+    from tests.stages.test_audit_crate import assert_crate_matches_lineage
+
+    monkeypatch.chdir(snakemake_run)
+    crate = assert_crate_matches_lineage(Path("results/audit"))
+    assert crate.get("#run/train/tiny/sibnet/seed1")["identifier"]  # the MLflow run
+
+
+def test_sign_and_verify_the_real_audit_from_the_command_line(
+    snakemake_run: Path, tmp_path: Path
+) -> None:
+    """`sibnet audit --sign KEY` with a key made by the tools a user has (OpenSSH format from
+    the cryptography package, as `ssh-keygen -t ed25519` writes), then `--verify --public-key`;
+    an edit to lineage.json made consistent with the job record fails the signature."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    private, public = tmp_path / "id_ed25519", tmp_path / "id_ed25519.pub"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    private.chmod(0o600)
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+    )
+    copy = tmp_path / "repo"
+    shutil.copytree(snakemake_run, copy, symlinks=True)
+    run(["sibnet", "audit", "--sign", str(private)], copy, env=clean_env())
+    result = run(
+        ["sibnet", "audit", "--verify", "--public-key", str(public)], copy, env=clean_env()
+    )
+    assert "the audit folder is as signed by" in result.stdout
+
+    lineage = copy / "results/audit/lineage.json"
+    document = json.loads(lineage.read_text())
+    document["generated"] = "2020-01-01T00:00:00+00:00"  # a one-field edit, hashes untouched
+    lineage.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    with pytest.raises(AssertionError, match=r"signature: results/audit/lineage.json changed"):
+        run(["sibnet", "audit", "--verify", "--public-key", str(public)], copy, env=clean_env())

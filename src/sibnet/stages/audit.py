@@ -10,7 +10,9 @@ the report), checks them, and writes
   dirty tree), the environment (Python and package versions), its MLflow run id, start and end
   time and host;
 - ``results/audit/lineage.md``: the same for people: one table of artifacts, then one section
-  per job.
+  per job;
+- ``results/audit/ro-crate-metadata.json``: the same as a Workflow Run RO-Crate (Provenance
+  Run Crate profile), for tools that read the standard (:mod:`sibnet.crate`).
 
 Checks (an :class:`AuditError` names the job or file and the fix):
 
@@ -26,6 +28,10 @@ copies the audit cannot rewrite: the job's record in ``.sibnet/lineage/`` and th
 job logged to its MLflow run (``sibnet/outputs.json``, written by the ``sibnet`` command after
 the job; on a tracking server, a separate trust domain). Any disagreement names the artifact
 and the two sources; it exits 1 on any finding (see :func:`verify`).
+
+``sibnet audit --sign KEY`` signs the audit folder with an Ed25519 key, and ``--verify
+--public-key PUB`` checks that signature too (:mod:`sibnet.signing`): the record itself then
+cannot be edited unseen by anyone without the key.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from sibnet.config import Params
+from sibnet.crate import CRATE_FILE, lineage_crate
 from sibnet.dag import STAGES
 from sibnet.errors import SibnetError
 from sibnet.files import atomic_dir, sha256_file, write_json
@@ -46,13 +53,23 @@ from sibnet.lineage import (
     job_name,
     now,
     output_files,
+    read_document,
     read_records,
     relative,
     tree_files,
 )
 from sibnet.tracking import DEFAULT_TRACKING_URI, git_state, start_run, tracking_uri
 
-__all__ = ["LINEAGE_FORMAT", "AuditError", "audit", "verify", "verify_command"]
+__all__ = [
+    "LINEAGE_FORMAT",
+    "AuditError",
+    "audit",
+    "prov_command",
+    "read_lineage",
+    "sign_command",
+    "verify",
+    "verify_command",
+]
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +185,13 @@ def audit(
         with atomic_dir(lineage) as tmp:
             write_json(tmp / "lineage.json", document)
             (tmp / "lineage.md").write_text(_markdown(document), encoding="utf-8")
+            own = {name: tmp / name for name in ("lineage.json", "lineage.md")}
+            write_json(tmp / CRATE_FILE, lineage_crate(document, Path(lineage), extra=own))
         log.info("%d artifacts of %d jobs → %s", len(artifacts), len(jobs), lineage)
         tracker.log_metrics({"artifacts": len(artifacts), "jobs": len(jobs)})
         tracker.log_artifact(Path(lineage) / "lineage.json")
         tracker.log_artifact(Path(lineage) / "lineage.md")
+        tracker.log_artifact(Path(lineage) / CRATE_FILE)
     return document
 
 
@@ -185,6 +205,17 @@ def _invocations(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry = found.setdefault(run["id"], {"id": run["id"], "engine": run["engine"], "jobs": []})
         entry["jobs"].append(job["job"])
     return list(found.values())
+
+
+def read_lineage(lineage: Path) -> dict[str, Any]:
+    """The lineage document ``<lineage>/lineage.json``, its format checked."""
+    path = Path(lineage) / "lineage.json"
+    if not path.is_file():
+        raise AuditError(f"{path}: not found; run `sibnet audit` (the DAG's last stage) first")
+    try:
+        return read_document(path, LINEAGE_FORMAT)
+    except ValueError as error:
+        raise AuditError(str(error)) from None
 
 
 def verify(lineage: Path, records: Path = LINEAGE_DIR, notes: list[str] | None = None) -> list[str]:
@@ -208,12 +239,7 @@ def verify(lineage: Path, records: Path = LINEAGE_DIR, notes: list[str] | None =
     """
     from sibnet.tracking import TrackingError, logged_output_hashes
 
-    path = Path(lineage) / "lineage.json"
-    if not path.is_file():
-        raise AuditError(f"{path}: not found; run `sibnet audit` (the DAG's last stage) first")
-    document = json.loads(path.read_text(encoding="utf-8"))
-    if document.get("format") != LINEAGE_FORMAT:
-        raise AuditError(f"{path}: format {document.get('format')!r}, expected {LINEAGE_FORMAT}")
+    document = read_lineage(lineage)
     problems = []
     audited = {a["path"]: a for a in document["artifacts"]}
     for artifact in document["artifacts"]:
@@ -288,13 +314,25 @@ def _local_store_absent() -> bool:
     return uri == DEFAULT_TRACKING_URI and not Path(uri.removeprefix("sqlite:///")).is_file()
 
 
-def verify_command(*, lineage: Path | None = None, **_paths: Path | None) -> int:
-    """``sibnet audit --verify [--lineage DIR]``: print :func:`verify`'s findings and a
-    summary; exit status 1 if there is any, else 0. (The audit's other paths, given or not, are
-    not needed.)"""
+def verify_command(
+    *,
+    lineage: Path | None = None,
+    public_key: Path | None = None,
+    **_paths: Path | None,
+) -> int:
+    """``sibnet audit --verify [--lineage DIR] [--public-key PUB]``: print :func:`verify`'s
+    findings (and, with ``PUB``, :func:`sibnet.signing.verify_signature`'s) and a summary; exit
+    status 1 if there is any, else 0. (The audit's other paths, given or not, are not
+    needed.)"""
+    from sibnet.signing import signature_path, verify_signature
+
     folder = lineage or Path(STAGES["audit"].outputs["lineage"])
     notes: list[str] = []
     problems = verify(folder, notes=notes)
+    if public_key is not None:
+        problems += verify_signature(folder, public_key)
+    elif signature_path(folder).is_file():
+        notes.append(f"{signature_path(folder)} not checked: give --public-key PUB")
     for line in notes:
         print(f"note: {line}")
     for line in problems:
@@ -302,15 +340,44 @@ def verify_command(*, lineage: Path | None = None, **_paths: Path | None) -> int
     print(
         f"{len(problems)} finding(s): the files, the audit, the job records and the MLflow "
         "runs do not all agree"
+        + (", or the signature does not hold" if public_key is not None else "")
         if problems
-        else f"every artifact in {folder / 'lineage.json'} is as audited, and "
+        else f"every artifact in {folder / 'lineage.json'} is as audited, "
         + (
             "the job records and the MLflow runs agree"
             if not notes
             else "what is here of the job records and the MLflow runs agrees (see the notes)"
         )
+        + (f", and the audit folder is as signed by {public_key}" if public_key else "")
     )
     return 1 if problems else 0
+
+
+def sign_command(
+    *,
+    sign: Path,
+    lineage: Path | None = None,
+    **_paths: Path | None,
+) -> int:
+    """``sibnet audit --sign KEY [--lineage DIR]``: sign the audit folder
+    (:func:`sibnet.signing.sign`); print where the signature went and the key's fingerprint."""
+    from sibnet.signing import sign as sign_folder
+
+    folder = lineage or Path(STAGES["audit"].outputs["lineage"])
+    written = sign_folder(folder, sign)
+    fingerprint = json.loads(written.read_text(encoding="utf-8"))["public_key"]
+    print(f"signed {folder} → {written} (key {fingerprint})")
+    return 0
+
+
+def prov_command(*, prov: Path, lineage: Path | None = None, **_paths: Path | None) -> int:
+    """``sibnet audit --prov FILE [--lineage DIR]``: write the lineage as W3C PROV
+    (:func:`sibnet.w3c_prov.write_prov`)."""
+    from sibnet.w3c_prov import write_prov
+
+    folder = lineage or Path(STAGES["audit"].outputs["lineage"])
+    print(f"W3C PROV of {folder / 'lineage.json'} → {write_prov(read_lineage(folder), prov)}")
+    return 0
 
 
 def _markdown(document: dict[str, Any]) -> str:
