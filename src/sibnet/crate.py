@@ -62,8 +62,8 @@ class CrateError(ValueError, SibnetError):
 
 def _value(value: Any) -> Any:
     """A ``PropertyValue``'s value: scalars as they are, anything else as JSON text."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value if value is not None else "null"
+    if isinstance(value, (bool, int, float, str)):
+        return value
     return json.dumps(value, sort_keys=True)
 
 
@@ -210,8 +210,7 @@ def lineage_crate(
                 package(name, version) for name, version in env["packages"].items() if version
             ]
             tools[(stage, env_key)] = tool
-            existing = steps[stage].get("workExample")
-            steps[stage]["workExample"] = [*(existing or []), tool] if existing else tool
+            steps[stage].append_to("workExample", tool)
         tool = tools[(stage, env_key)]
         values = []
         for key, value in flatten(job["params"]).items():
@@ -228,7 +227,7 @@ def lineage_crate(
                         },
                     },
                 )
-            if parameters[(stage, key)] not in (tool.get("input") or []):
+            if parameter_id not in [p.id for p in tool.get("input") or []]:
                 tool.append_to("input", parameters[(stage, key)])
             values.append(
                 context(

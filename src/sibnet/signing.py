@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from sibnet.errors import SibnetError
-from sibnet.files import sha256_bytes, sha256_file, write_json
-from sibnet.lineage import now, tree_files
+from sibnet.files import sha256_bytes, write_json
+from sibnet.lineage import digest, now
 
 __all__ = [
     "PASSPHRASE_ENV",
@@ -71,7 +71,7 @@ def folder_hashes(lineage: Path) -> dict[str, str]:
     lineage = Path(lineage)
     if not lineage.is_dir():
         raise SigningError(f"{lineage}: no audit folder here; run `sibnet audit` first")
-    return {p.relative_to(lineage).as_posix(): sha256_file(p) for p in tree_files(lineage)}
+    return dict(digest(lineage)["files"])
 
 
 def payload(folder: str, files: dict[str, str]) -> bytes:

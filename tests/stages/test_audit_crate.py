@@ -141,3 +141,19 @@ def test_no_credential_reaches_the_crate(
     with pytest.raises(CrateError, match="credential of the tracking store"):
         _audit(tree)
     assert (AUDIT / CRATE_FILE).read_bytes() == before
+
+
+def test_jobs_of_one_stage_in_two_environments_get_two_tools(tree) -> None:  # noqa: F811
+    """A train job re-run under another numpy: its stage's step lists both tools, each with
+    the versions its jobs ran with."""
+    record = Path(".sibnet/lineage/train/toy/sibnet/seed0.json")
+    entry = json.loads(record.read_text())
+    entry["environment"]["packages"]["numpy"] = "1.0.0-other"
+    record.write_text(json.dumps(entry))
+    _audit(tree)
+    crate = assert_crate_matches_lineage(AUDIT)
+    assert sorted(_ids(crate.get("#step/train")["workExample"])) == [
+        "#tool/train",
+        "#tool/train/env2",
+    ]
+    assert crate.get("#run/train/toy/sibnet/seed0")["instrument"].id == "#tool/train/env2"
